@@ -205,7 +205,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
@@ -222,12 +224,18 @@ mod tests {
                 dots_f32(&row, &qs, &mut fast);
                 portable_dots(d, |j| row[j], &qs, &mut slow);
                 for (a, b) in fast.iter().zip(&slow) {
-                    assert!((a - b).abs() <= 1e-5 * (d as f32).sqrt(), "f32 d={d} nq={nq}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (d as f32).sqrt(),
+                        "f32 d={d} nq={nq}: {a} vs {b}"
+                    );
                 }
                 dots_f16(&row16, &qs, &mut fast);
                 portable_dots(d, |j| row16[j].to_f32(), &qs, &mut slow);
                 for (a, b) in fast.iter().zip(&slow) {
-                    assert!((a - b).abs() <= 1e-5 * (d as f32).sqrt(), "f16 d={d} nq={nq}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (d as f32).sqrt(),
+                        "f16 d={d} nq={nq}: {a} vs {b}"
+                    );
                 }
                 let mut wide = vec![f32::NAN; d];
                 widen_f16(&row16, &mut wide);

@@ -20,7 +20,9 @@ pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
 pub use search::{brute_force, search, SearchOptions};
 pub use stats::GalleryStats;
 pub use topk::TopK;
-pub use types::{l2_normalize, validate_vector, EmbeddingMatrix, GalleryView, Hit, ImageId, Vectors};
+pub use types::{
+    l2_normalize, validate_vector, EmbeddingMatrix, GalleryView, Hit, ImageId, Vectors,
+};
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, CoreError>;

@@ -73,7 +73,9 @@ impl std::fmt::Display for Strategy {
             Strategy::Union { text_weight } if *text_weight != 0.5 => {
                 write!(f, "union:{text_weight}")
             }
-            Strategy::Intersection { lambda } if *lambda != 0.0 => write!(f, "intersection:{lambda}"),
+            Strategy::Intersection { lambda } if *lambda != 0.0 => {
+                write!(f, "intersection:{lambda}")
+            }
             s => f.write_str(s.name()),
         }
     }
@@ -237,10 +239,16 @@ impl PreparedBatch {
             };
             let plan = match strategy {
                 Strategy::Image => Plan::Dot {
-                    v: push(&mut vectors, &img.ok_or_else(|| missing("an image embedding"))?),
+                    v: push(
+                        &mut vectors,
+                        &img.ok_or_else(|| missing("an image embedding"))?,
+                    ),
                 },
                 Strategy::Text => Plan::Dot {
-                    v: push(&mut vectors, &txt.ok_or_else(|| missing("a text embedding"))?),
+                    v: push(
+                        &mut vectors,
+                        &txt.ok_or_else(|| missing("a text embedding"))?,
+                    ),
                 },
                 Strategy::Union { text_weight } => {
                     let (Some(i), Some(t)) = (img, txt) else {
@@ -310,11 +318,25 @@ mod tests {
 
     #[test]
     fn strategy_strings_round_trip_and_bad_ones_fail() {
-        for s in ["image", "text", "union", "union:0.25", "intersection", "intersection:0.5"] {
+        for s in [
+            "image",
+            "text",
+            "union",
+            "union:0.25",
+            "intersection",
+            "intersection:0.5",
+        ] {
             let parsed: Strategy = s.parse().unwrap();
             assert_eq!(parsed.to_string(), s);
         }
-        for s in ["", "and", "union:2", "intersection:x", "image:0.3", "union:-0.1"] {
+        for s in [
+            "",
+            "and",
+            "union:2",
+            "intersection:x",
+            "image:0.3",
+            "union:-0.1",
+        ] {
             assert!(s.parse::<Strategy>().is_err(), "{s}");
         }
         let json = serde_json::to_string(&Strategy::Union { text_weight: 0.25 }).unwrap();

@@ -178,7 +178,11 @@ fn scan(
 
 /// Reference search: scores every live row in f64 with the plan's formula, sorts, cuts.
 /// Slow and simple, for tests, recall measurements and benchmarks.
-pub fn brute_force(gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -> Result<Vec<Vec<Hit>>> {
+pub fn brute_force(
+    gallery: &GalleryView<'_>,
+    batch: &PreparedBatch,
+    k: usize,
+) -> Result<Vec<Vec<Hit>>> {
     check(gallery, batch, k)?;
     let d = gallery.dim;
     let nv = batch.num_vectors();
@@ -192,7 +196,11 @@ pub fn brute_force(gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -
         gallery.vectors.row_into(d, r, &mut row);
         for (v, out) in dots.iter_mut().enumerate() {
             let q = batch.vector(v);
-            *out = row.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32;
+            *out = row
+                .iter()
+                .zip(q)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>() as f32;
         }
         for (plan, hits) in batch.plans.iter().zip(all.iter_mut()) {
             hits.push(Hit {

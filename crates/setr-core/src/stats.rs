@@ -118,7 +118,12 @@ impl GalleryStats {
         }
         let n = self.count as f64;
         let d = self.dim;
-        let mean = q.iter().zip(&self.sum).map(|(a, s)| *a as f64 * s).sum::<f64>() / n;
+        let mean = q
+            .iter()
+            .zip(&self.sum)
+            .map(|(a, s)| *a as f64 * s)
+            .sum::<f64>()
+            / n;
         let mut second = 0.0;
         for (i, qi) in q.iter().enumerate() {
             let row = &self.sum_outer[i * d..(i + 1) * d];
@@ -146,7 +151,9 @@ impl GalleryStats {
             return None;
         }
         let word = |i: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(bytes[8 + i * 8..16 + i * 8].try_into().ok()?))
+            Some(u64::from_le_bytes(
+                bytes[8 + i * 8..16 + i * 8].try_into().ok()?,
+            ))
         };
         let dim = usize::try_from(word(0)?).ok()?;
         let count = word(1)?;
@@ -175,7 +182,9 @@ mod tests {
     #[test]
     fn moments_match_explicit_scores_and_survive_removal_and_bytes() {
         let d = 5;
-        let rows: Vec<f32> = (0..40).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
+        let rows: Vec<f32> = (0..40)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
+            .collect();
         let mut st = GalleryStats::new(d);
         st.add_rows(&rows);
         let extra = [0.3f32, -0.2, 0.9, 0.1, 0.5];
@@ -190,7 +199,10 @@ mod tests {
         let m = scores.iter().sum::<f64>() / n;
         let v = scores.iter().map(|s| (s - m) * (s - m)).sum::<f64>() / n;
         let (mm, vv) = st.moments(&q);
-        assert!((m - mm).abs() < 1e-12 && (v - vv).abs() < 1e-12, "{m} {mm} {v} {vv}");
+        assert!(
+            (m - mm).abs() < 1e-12 && (v - vv).abs() < 1e-12,
+            "{m} {mm} {v} {vv}"
+        );
         let back = GalleryStats::from_bytes(&st.to_bytes()).unwrap();
         assert_eq!(back, st);
         assert!(GalleryStats::from_bytes(&st.to_bytes()[..30]).is_none());

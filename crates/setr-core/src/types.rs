@@ -38,9 +38,7 @@ impl Hit {
 
     /// `Ordering` form of [`Hit::ranks_before`], for sorting best first.
     pub fn rank_cmp(a: &Hit, b: &Hit) -> std::cmp::Ordering {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.id.cmp(&b.id))
+        b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id))
     }
 }
 
@@ -111,7 +109,10 @@ impl<'a> GalleryView<'a> {
 
     /// Number of rows that are not deleted.
     pub fn live(&self) -> usize {
-        self.ids.iter().filter(|id| **id != ImageId::TOMBSTONE).count()
+        self.ids
+            .iter()
+            .filter(|id| **id != ImageId::TOMBSTONE)
+            .count()
     }
 }
 
@@ -206,7 +207,11 @@ pub fn validate_vector(what: &str, v: &[f32], dim: usize) -> Result<()> {
 /// L2-normalises `v` in place (accumulating in f64); zero or non-finite vectors are refused.
 pub fn l2_normalize(what: &str, v: &mut [f32]) -> Result<()> {
     validate_vector(what, v, v.len())?;
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
     if !(norm > 0.0) || !norm.is_finite() {
         return Err(CoreError::ZeroVector {
             what: what.to_string(),

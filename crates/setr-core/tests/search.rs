@@ -2,8 +2,8 @@
 //! definition, ties and bad input.
 
 use proptest::prelude::*;
-use setr_core::*;
 use setr_core::Strategy;
+use setr_core::*;
 
 /// Deterministic normal-ish values (sum of uniforms), never all zero.
 fn gaussian(seed: u64, n: usize) -> Vec<f32> {
@@ -60,12 +60,21 @@ fn assert_same_topk(fast: &[Hit], exact: &[Hit], all: &[Hit], tol: f32) {
     ids.dedup();
     assert_eq!(ids.len(), fast.len(), "duplicate ids");
     for (f, e) in fast.iter().zip(exact) {
-        assert!((f.score - e.score).abs() <= tol, "score {} vs {}", f.score, e.score);
+        assert!(
+            (f.score - e.score).abs() <= tol,
+            "score {} vs {}",
+            f.score,
+            e.score
+        );
     }
     let kth = exact.last().unwrap().score;
     for f in fast {
         let true_score = all.iter().find(|h| h.id == f.id).unwrap().score;
-        assert!(true_score >= kth - tol, "id {} ({true_score}) is not in the top k (kth {kth})", f.id);
+        assert!(
+            true_score >= kth - tol,
+            "id {} ({true_score}) is not in the top k (kth {kth})",
+            f.id
+        );
     }
 }
 
@@ -114,14 +123,17 @@ proptest! {
 #[test]
 fn both_scan_paths_and_every_strategy_on_a_larger_gallery() {
     let (rows, dim) = (20_000, 64);
-    let matrix = EmbeddingMatrix::from_f32(dim, normalised_rows(5, rows, dim)).unwrap().to_f16();
+    let matrix = EmbeddingMatrix::from_f32(dim, normalised_rows(5, rows, dim))
+        .unwrap()
+        .to_f16();
     let ids: Vec<ImageId> = (0..rows as u64).map(ImageId).collect();
     let view = GalleryView::new(matrix.vectors(), dim, &ids).unwrap();
     let stats = stats_of(&view);
     for strategy in Strategy::all() {
         // 2 queries use the row kernel, 9 (18 vectors for intersection) the gemm tiles.
         for nq in [2, 9] {
-            let batch = PreparedBatch::new(&queries(9, nq, dim), strategy, dim, Some(&stats)).unwrap();
+            let batch =
+                PreparedBatch::new(&queries(9, nq, dim), strategy, dim, Some(&stats)).unwrap();
             let fast = search(&view, &batch, 50, &SearchOptions::default()).unwrap();
             let exact = brute_force(&view, &batch, 50).unwrap();
             let all = brute_force(&view, &batch, rows).unwrap();
@@ -135,13 +147,20 @@ fn both_scan_paths_and_every_strategy_on_a_larger_gallery() {
 #[test]
 fn intersection_equals_the_two_pass_definition() {
     let (rows, dim) = (3000, 32);
-    let matrix = EmbeddingMatrix::from_f32(dim, normalised_rows(11, rows, dim)).unwrap().to_f16();
+    let matrix = EmbeddingMatrix::from_f32(dim, normalised_rows(11, rows, dim))
+        .unwrap()
+        .to_f16();
     let ids: Vec<ImageId> = (0..rows as u64).map(ImageId).collect();
     let view = GalleryView::new(matrix.vectors(), dim, &ids).unwrap();
     let stats = stats_of(&view);
     let qs = queries(3, 4, dim);
-    let batch =
-        PreparedBatch::new(&qs, Strategy::Intersection { lambda: 0.0 }, dim, Some(&stats)).unwrap();
+    let batch = PreparedBatch::new(
+        &qs,
+        Strategy::Intersection { lambda: 0.0 },
+        dim,
+        Some(&stats),
+    )
+    .unwrap();
     let got = search(&view, &batch, rows, &SearchOptions::default()).unwrap();
     for (q, hits) in qs.iter().zip(&got) {
         // Two passes, written from the definition: scores, then their mean and std.
@@ -149,7 +168,14 @@ fn intersection_equals_the_two_pass_definition() {
             let mut v = v.clone();
             l2_normalize("q", &mut v).unwrap();
             (0..rows)
-                .map(|r| matrix.row(r).iter().zip(&v).map(|(a, b)| *a as f64 * *b as f64).sum())
+                .map(|r| {
+                    matrix
+                        .row(r)
+                        .iter()
+                        .zip(&v)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum()
+                })
                 .collect()
         };
         let z = |s: Vec<f64>| -> Vec<f64> {
@@ -162,7 +188,11 @@ fn intersection_equals_the_two_pass_definition() {
         for h in hits {
             let r = h.id.0 as usize;
             let want = zi[r].min(zt[r]);
-            assert!((h.score as f64 - want).abs() < 1e-4, "row {r}: {} vs {want}", h.score);
+            assert!(
+                (h.score as f64 - want).abs() < 1e-4,
+                "row {r}: {} vs {want}",
+                h.score
+            );
         }
     }
 }
@@ -204,7 +234,10 @@ fn bad_k_and_dimensions_are_clear_errors() {
     );
     assert_eq!(
         search(&view, &batch, 10, &opts).unwrap_err(),
-        CoreError::InvalidK { k: 10, available: 9 }
+        CoreError::InvalidK {
+            k: 10,
+            available: 9
+        }
     );
     assert_eq!(search(&view, &batch, 9, &opts).unwrap()[0].len(), 9);
     let other = PreparedBatch::new(&queries(1, 1, 5), Strategy::Text, 5, None).unwrap();

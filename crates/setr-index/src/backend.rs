@@ -22,7 +22,12 @@ pub trait SearchBackend: Send + Sync {
     fn removed(&mut self, slots: &[usize]);
 
     /// Top-`k` of each prepared query.
-    fn search(&self, gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -> Result<Vec<Vec<Hit>>>;
+    fn search(
+        &self,
+        gallery: &GalleryView<'_>,
+        batch: &PreparedBatch,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>>;
 }
 
 /// Exact scan of the memory-mapped f16 gallery with setr-core's fused top-k. Keeps no
@@ -50,7 +55,12 @@ impl SearchBackend for FlatBackend {
 
     fn removed(&mut self, _: &[usize]) {}
 
-    fn search(&self, gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -> Result<Vec<Vec<Hit>>> {
+    fn search(
+        &self,
+        gallery: &GalleryView<'_>,
+        batch: &PreparedBatch,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>> {
         Ok(setr_core::search(gallery, batch, k, &self.options)?)
     }
 }
@@ -59,7 +69,9 @@ pub(crate) fn make_backend(config: &StoreConfig) -> Result<Box<dyn SearchBackend
     match &config.backend {
         BackendConfig::Flat => Ok(Box::new(FlatBackend::new(config.search_threads))),
         #[cfg(feature = "faiss")]
-        other => Ok(Box::new(crate::faiss_backend::FaissBackend::new(other.clone()))),
+        other => Ok(Box::new(crate::faiss_backend::FaissBackend::new(
+            other.clone(),
+        ))),
         #[cfg(not(feature = "faiss"))]
         _ => Err(IndexError::BackendNotCompiled("faiss")),
     }

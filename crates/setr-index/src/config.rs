@@ -55,10 +55,13 @@ pub enum BackendConfig {
         /// 39 training points.
         #[serde(default)]
         nlist: Option<usize>,
-        /// Lists visited per query; default: a quarter of the lists (at least 16), which
-        /// keeps recall@10 >= 0.95 even on structureless (random) galleries.
+        /// Lists visited per query. Default: calibrated after each build, the smallest
+        /// power of two reaching `target_recall`.
         #[serde(default)]
         nprobe: Option<usize>,
+        /// Recall@10 against the exact scan that calibration aims for.
+        #[serde(default = "default_target_recall")]
+        target_recall: f32,
     },
     /// faiss `IndexHNSWFlat`, inner product.
     FaissHnsw {
@@ -68,9 +71,14 @@ pub enum BackendConfig {
         /// Candidate list size while building.
         #[serde(default = "default_ef_construction")]
         ef_construction: usize,
-        /// Candidate list size while searching (raised to k when k is larger).
-        #[serde(default = "default_ef_search")]
-        ef_search: usize,
+        /// Candidate list size while searching (raised to k when k is larger). Default:
+        /// calibrated after each build, the smallest power of two reaching
+        /// `target_recall`.
+        #[serde(default)]
+        ef_search: Option<usize>,
+        /// Recall@10 against the exact scan that calibration aims for.
+        #[serde(default = "default_target_recall")]
+        target_recall: f32,
     },
 }
 
@@ -78,10 +86,10 @@ fn default_hnsw_m() -> usize {
     32
 }
 fn default_ef_construction() -> usize {
-    80
+    40
 }
-fn default_ef_search() -> usize {
-    256
+fn default_target_recall() -> f32 {
+    0.97
 }
 
 impl BackendConfig {
@@ -99,30 +107,60 @@ impl BackendConfig {
         BackendConfig::FaissHnsw {
             m: default_hnsw_m(),
             ef_construction: default_ef_construction(),
-            ef_search: default_ef_search(),
+            ef_search: None,
+            target_recall: default_target_recall(),
+        }
+    }
+
+    /// IVF-Flat with its default parameters.
+    pub fn ivf() -> Self {
+        BackendConfig::FaissIvf {
+            nlist: None,
+            nprobe: None,
+            target_recall: default_target_recall(),
         }
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(IndexError::InvalidConfig(format!("{}: {what}", self.name())));
+        let bad = |what: &str| {
+            Err(IndexError::InvalidConfig(format!(
+                "{}: {what}",
+                self.name()
+            )))
+        };
         match self {
             BackendConfig::Flat => Ok(()),
-            BackendConfig::FaissIvf { nlist, nprobe } => {
+            BackendConfig::FaissIvf {
+                nlist,
+                nprobe,
+                target_recall,
+            } => {
                 if *nlist == Some(0) || *nprobe == Some(0) {
                     return bad("nlist and nprobe must be at least 1");
                 }
-                Ok(())
+                check_recall(*target_recall)
             }
             BackendConfig::FaissHnsw {
                 m,
                 ef_construction,
                 ef_search,
+                target_recall,
             } => {
-                if !(2..=256).contains(m) || *ef_construction == 0 || *ef_search == 0 {
+                if !(2..=256).contains(m) || *ef_construction == 0 || *ef_search == Some(0) {
                     return bad("m must be in 2..=256, ef_construction and ef_search >= 1");
                 }
-                Ok(())
+                check_recall(*target_recall)
             }
         }
+    }
+}
+
+fn check_recall(r: f32) -> Result<()> {
+    if r > 0.0 && r <= 1.0 {
+        Ok(())
+    } else {
+        Err(IndexError::InvalidConfig(format!(
+            "target_recall must be in (0, 1], got {r}"
+        )))
     }
 }

@@ -50,7 +50,9 @@ pub enum IndexError {
     #[error("invalid store configuration: {0}")]
     InvalidConfig(String),
     /// The configured backend is not part of this build.
-    #[error("search backend `{0}` is not compiled into this build (enable the `{0}` cargo feature)")]
+    #[error(
+        "search backend `{0}` is not compiled into this build (enable the `{0}` cargo feature)"
+    )]
     BackendNotCompiled(&'static str),
     /// A search backend failed.
     #[error("search backend `{backend}` failed: {why}")]

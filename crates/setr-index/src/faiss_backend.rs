@@ -3,6 +3,12 @@
 //! The index is built on the first search and kept current on adds; IVF removes deleted
 //! rows in place, HNSW (which cannot remove) is rebuilt before the next search.
 //!
+//! The search-time knob (IVF's `nprobe`, HNSW's `efSearch`) is calibrated after each build
+//! unless configured: the smallest power of two whose recall@10 against the exact scan
+//! reaches the target on 64 queries drawn from a Gaussian fitted to the gallery. Real
+//! queries lie closer to the data than such queries, so the calibration errs on the safe
+//! side; on structureless galleries it honestly ends near a full scan.
+//!
 //! faiss scores one vector per query, so `intersection` searches the image and the text
 //! side separately, keeps the union of both candidate lists and rescores it exactly.
 
@@ -10,10 +16,13 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use faiss::index::autotune::ParameterSpace;
-use faiss::selector::IdSelector;
 use faiss::index::IndexImpl;
+use faiss::selector::IdSelector;
 use faiss::{index_factory, Idx, Index, MetricType};
-use setr_core::{CoreError, GalleryView, Hit, ImageId, Plan, PreparedBatch};
+use setr_core::{
+    ComposedQuery, CoreError, GalleryView, Hit, ImageId, Plan, PreparedBatch, SearchOptions,
+    Strategy,
+};
 
 use crate::{BackendConfig, IndexError, Result, SearchBackend};
 
@@ -29,6 +38,54 @@ pub(crate) struct FaissBackend {
 struct State {
     index: Option<IndexImpl>,
     stale: bool,
+    /// Calibrated or configured `nprobe` / `efSearch`.
+    knob: usize,
+}
+
+/// Queries used to calibrate the search knob.
+const CALIBRATION_QUERIES: usize = 64;
+
+/// Queries distributed like a Gaussian fitted to the gallery: the mean plus a random
+/// +-1 combination of 32 centred rows, scaled to the gallery's spread (sum of random
+/// signs, so the central limit theorem does the fitting).
+fn calibration_queries(gallery: &GalleryView<'_>) -> Vec<ComposedQuery> {
+    let d = gallery.dim;
+    let live: Vec<usize> = (0..gallery.rows())
+        .filter(|s| gallery.ids[*s] != ImageId::TOMBSTONE)
+        .collect();
+    let mut mean = vec![0.0f32; d];
+    let mut row = vec![0.0f32; d];
+    for s in &live {
+        gallery.vectors.row_into(d, *s, &mut row);
+        for (m, x) in mean.iter_mut().zip(&row) {
+            *m += x / live.len() as f32;
+        }
+    }
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let terms = 32.min(live.len());
+    (0..CALIBRATION_QUERIES)
+        .map(|_| {
+            let mut q = mean.clone();
+            for _ in 0..terms {
+                let s = live[(next() % live.len() as u64) as usize];
+                let sign = if next() & 1 == 0 { 1.0 } else { -1.0 };
+                gallery.vectors.row_into(d, s, &mut row);
+                for ((qv, x), m) in q.iter_mut().zip(&row).zip(&mean) {
+                    *qv += sign * (x - m) / (terms as f32).sqrt();
+                }
+            }
+            ComposedQuery {
+                image: Some(q),
+                text: None,
+            }
+        })
+        .collect()
 }
 
 fn fail(backend: &BackendConfig, e: impl std::fmt::Display) -> IndexError {
@@ -62,40 +119,118 @@ impl FaissBackend {
         }
     }
 
-    fn build(&self, gallery: &GalleryView<'_>) -> Result<IndexImpl> {
+    /// Sets `name` to `fixed`, or to the smallest power of two (capped at `max`) whose
+    /// recall@10 on calibration queries reaches `target`.
+    fn calibrate(
+        &self,
+        index: &mut IndexImpl,
+        gallery: &GalleryView<'_>,
+        name: &str,
+        fixed: Option<usize>,
+        max: usize,
+        target: f32,
+    ) -> Result<usize> {
+        let err = |e: faiss::error::Error| fail(&self.config, e);
+        let params = ParameterSpace::new().map_err(err)?;
+        if let Some(v) = fixed {
+            params
+                .set_index_parameter(&*index, name, v as f64)
+                .map_err(err)?;
+            return Ok(v);
+        }
+        let k = 10.min(gallery.live());
+        let batch = PreparedBatch::new(
+            &calibration_queries(gallery),
+            Strategy::Image,
+            gallery.dim,
+            None,
+        )?;
+        let exact = setr_core::search(gallery, &batch, k, &SearchOptions::default())?;
+        let mut value = 1;
+        loop {
+            params
+                .set_index_parameter(&*index, name, value as f64)
+                .map_err(err)?;
+            let found = index.search(&batch.vectors, k).map_err(err)?;
+            let hits = exact
+                .iter()
+                .enumerate()
+                .map(|(q, e)| {
+                    let got = &found.labels[q * k..(q + 1) * k];
+                    e.iter()
+                        .filter(|h| {
+                            got.iter()
+                                .filter_map(|l| l.get())
+                                .any(|s| gallery.ids[s as usize] == h.id)
+                        })
+                        .count()
+                })
+                .sum::<usize>();
+            let recall = hits as f32 / (exact.len() * k) as f32;
+            tracing::debug!(name, value, recall, "faiss calibration");
+            if recall >= target || value >= max {
+                tracing::info!(name, value, recall, "faiss search knob calibrated");
+                return Ok(value);
+            }
+            value = (value * 2).min(max);
+        }
+    }
+
+    fn build(&self, gallery: &GalleryView<'_>) -> Result<(IndexImpl, usize)> {
         let (data, labels) = live_rows(gallery, 0..gallery.rows());
         let n = labels.len();
         let d = gallery.dim as u32;
         let err = |e: faiss::error::Error| fail(&self.config, e);
         let params = ParameterSpace::new().map_err(err)?;
         let index = match &self.config {
-            BackendConfig::FaissIvf { nlist, nprobe } => {
+            BackendConfig::FaissIvf {
+                nlist,
+                nprobe,
+                target_recall,
+            } => {
                 let lists = nlist
                     .unwrap_or(((n as f64).sqrt() * 4.0) as usize)
                     .min(n / 39)
                     .max(1);
-                let mut index = index_factory(d, format!("IVF{lists},Flat"), MetricType::InnerProduct)
-                    .map_err(err)?;
+                let mut index =
+                    index_factory(d, format!("IVF{lists},Flat"), MetricType::InnerProduct)
+                        .map_err(err)?;
                 index.train(&data).map_err(err)?;
                 index.add_with_ids(&data, &labels).map_err(err)?;
-                let probes = nprobe.unwrap_or((lists / 4).max(16)).min(lists);
-                params
-                    .set_index_parameter(&index, "nprobe", probes as f64)
-                    .map_err(err)?;
-                tracing::info!(n, lists, probes, "built faiss IVF-Flat index");
-                index
+                tracing::info!(n, lists, "built faiss IVF-Flat index");
+                let knob = self.calibrate(
+                    &mut index,
+                    gallery,
+                    "nprobe",
+                    *nprobe,
+                    lists,
+                    *target_recall,
+                )?;
+                (index, knob)
             }
             BackendConfig::FaissHnsw {
-                m, ef_construction, ..
+                m,
+                ef_construction,
+                ef_search,
+                target_recall,
             } => {
-                let mut index = index_factory(d, format!("IDMap,HNSW{m}"), MetricType::InnerProduct)
-                    .map_err(err)?;
+                let mut index =
+                    index_factory(d, format!("IDMap,HNSW{m}"), MetricType::InnerProduct)
+                        .map_err(err)?;
                 params
                     .set_index_parameter(&index, "efConstruction", *ef_construction as f64)
                     .map_err(err)?;
                 index.add_with_ids(&data, &labels).map_err(err)?;
                 tracing::info!(n, m, "built faiss HNSW index");
-                index
+                let knob = self.calibrate(
+                    &mut index,
+                    gallery,
+                    "efSearch",
+                    *ef_search,
+                    4096,
+                    *target_recall,
+                )?;
+                (index, knob)
             }
             BackendConfig::Flat => return Err(fail(&self.config, "not a faiss configuration")),
         };
@@ -142,7 +277,12 @@ impl SearchBackend for FaissBackend {
         }
     }
 
-    fn search(&self, gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -> Result<Vec<Vec<Hit>>> {
+    fn search(
+        &self,
+        gallery: &GalleryView<'_>,
+        batch: &PreparedBatch,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>> {
         let live = gallery.live();
         if k == 0 || k > live {
             return Err(CoreError::InvalidK { k, available: live }.into());
@@ -157,9 +297,12 @@ impl SearchBackend for FaissBackend {
         }
         let mut state = self.state();
         if state.index.is_none() || state.stale {
-            state.index = Some(self.build(gallery)?);
+            let (index, knob) = self.build(gallery)?;
+            state.index = Some(index);
+            state.knob = knob;
             state.stale = false;
         }
+        let knob = state.knob;
         let Some(index) = state.index.as_mut() else {
             return Err(fail(&self.config, "index missing after build"));
         };
@@ -169,9 +312,11 @@ impl SearchBackend for FaissBackend {
             Some(Plan::Intersection { .. }) => fanout,
             _ => k,
         };
-        if let BackendConfig::FaissHnsw { ef_search, .. } = &self.config {
+        if let BackendConfig::FaissHnsw { .. } = &self.config {
             ParameterSpace::new()
-                .and_then(|p| p.set_index_parameter(&*index, "efSearch", (*ef_search).max(per_query) as f64))
+                .and_then(|p| {
+                    p.set_index_parameter(&*index, "efSearch", knob.max(per_query) as f64)
+                })
                 .map_err(err)?;
         }
         // One faiss call for every prepared vector.

@@ -181,8 +181,8 @@ impl Store {
         let lock_file = lock(dir)?;
         VectorFile::create(&dir.join(VECTOR_FILE), config.dim, FORMAT_VERSION)?;
         let mut db = connect(&dir.join(DB_FILE))?;
-        let config_json = serde_json::to_string(&config)
-            .map_err(|e| IndexError::InvalidConfig(e.to_string()))?;
+        let config_json =
+            serde_json::to_string(&config).map_err(|e| IndexError::InvalidConfig(e.to_string()))?;
         // The commit of this transaction is what makes the directory a store.
         let tx = db.transaction()?;
         tx.execute_batch(SCHEMA)?;
@@ -193,7 +193,10 @@ impl Store {
             ("next_id", "1".into()),
             ("created_at", now().to_string()),
         ] {
-            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![k, v])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
         }
         tx.execute(
             "INSERT INTO stats (id, data) VALUES (0, ?1)",
@@ -211,13 +214,15 @@ impl Store {
             return Err(IndexError::Missing(dir.to_path_buf()));
         }
         if !dir.join(DB_FILE).is_file() {
-            return Err(if dir.join(VECTOR_FILE).exists() || dir.join(LOCK_FILE).exists() {
-                IndexError::Incomplete(dir.to_path_buf())
-            } else if is_empty_dir(dir)? {
-                IndexError::Missing(dir.to_path_buf())
-            } else {
-                IndexError::NotAStore(dir.to_path_buf())
-            });
+            return Err(
+                if dir.join(VECTOR_FILE).exists() || dir.join(LOCK_FILE).exists() {
+                    IndexError::Incomplete(dir.to_path_buf())
+                } else if is_empty_dir(dir)? {
+                    IndexError::Missing(dir.to_path_buf())
+                } else {
+                    IndexError::NotAStore(dir.to_path_buf())
+                },
+            );
         }
         let lock_file = lock(dir)?;
         Self::open_locked(dir, lock_file)
@@ -255,7 +260,9 @@ impl Store {
             match found {
                 Ok(v) => Ok(v),
                 // No meta table: the creating transaction never committed.
-                Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("no such table") => {
+                Err(rusqlite::Error::SqliteFailure(_, Some(msg)))
+                    if msg.contains("no such table") =>
+                {
                     Err(IndexError::Incomplete(dir.to_path_buf()))
                 }
                 Err(e) => Err(corrupt(e.to_string())),
@@ -285,7 +292,8 @@ impl Store {
         let backend = make_backend(&config)?;
         let next_slot = number("next_slot")? as usize;
         let next_id = number("next_id")?;
-        let stats_blob: Vec<u8> = db.query_row("SELECT data FROM stats WHERE id = 0", [], |r| r.get(0))?;
+        let stats_blob: Vec<u8> =
+            db.query_row("SELECT data FROM stats WHERE id = 0", [], |r| r.get(0))?;
         let mut stats = GalleryStats::from_bytes(&stats_blob)
             .filter(|s| s.dim() == config.dim)
             .ok_or_else(|| corrupt("unreadable gallery statistics".into()))?;
@@ -457,9 +465,18 @@ impl Store {
                     ])?;
                 }
             }
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_slot'", [end_slot.to_string()])?;
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_id'", [next_id.to_string()])?;
-            tx.execute("UPDATE stats SET data = ?1 WHERE id = 0", [stats.to_bytes()])?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'next_slot'",
+                [end_slot.to_string()],
+            )?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'next_id'",
+                [next_id.to_string()],
+            )?;
+            tx.execute(
+                "UPDATE stats SET data = ?1 WHERE id = 0",
+                [stats.to_bytes()],
+            )?;
             tx.commit()?;
             Ok(())
         })();
@@ -489,7 +506,10 @@ impl Store {
             let mut db = self.db();
             let tx = db.transaction()?;
             tx.execute("DELETE FROM images WHERE id = ?1", [id.0 as i64])?;
-            tx.execute("UPDATE stats SET data = ?1 WHERE id = 0", [stats.to_bytes()])?;
+            tx.execute(
+                "UPDATE stats SET data = ?1 WHERE id = 0",
+                [stats.to_bytes()],
+            )?;
             tx.commit()?;
         }
         self.slots[slot] = ImageId::TOMBSTONE;
@@ -531,7 +551,10 @@ impl Store {
             "SELECT {RECORD_COLUMNS} FROM images ORDER BY id LIMIT ?1 OFFSET ?2"
         ))?;
         let rows = q.query_map(
-            params![limit.min(i64::MAX as usize) as i64, offset.min(i64::MAX as usize) as i64],
+            params![
+                limit.min(i64::MAX as usize) as i64,
+                offset.min(i64::MAX as usize) as i64
+            ],
             record,
         )?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -541,9 +564,11 @@ impl Store {
     pub fn find_by_hash(&self, hash: &str) -> Result<Option<ImageId>> {
         Ok(self
             .db()
-            .query_row("SELECT id FROM images WHERE content_hash = ?1", [hash], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT id FROM images WHERE content_hash = ?1",
+                [hash],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()?
             .map(|id| ImageId(id as u64)))
     }
@@ -571,8 +596,8 @@ impl Store {
         config.backend = backend;
         config.validate()?;
         let mut fresh = make_backend(&config)?;
-        let json = serde_json::to_string(&config)
-            .map_err(|e| IndexError::InvalidConfig(e.to_string()))?;
+        let json =
+            serde_json::to_string(&config).map_err(|e| IndexError::InvalidConfig(e.to_string()))?;
         self.db()
             .execute("UPDATE meta SET value = ?1 WHERE key = 'config'", [json])?;
         fresh.added(&self.view_parts(), 0..self.slots.len());

@@ -32,7 +32,8 @@ impl VectorFile {
         header[8..12].copy_from_slice(&version.to_le_bytes());
         header[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
         let file = File::create(path).map_err(IndexError::io(path))?;
-        file.write_all_at(&header, 0).map_err(IndexError::io(path))?;
+        file.write_all_at(&header, 0)
+            .map_err(IndexError::io(path))?;
         file.sync_all().map_err(IndexError::io(path))
     }
 
@@ -64,7 +65,10 @@ impl VectorFile {
             )));
         }
         if len > want {
-            tracing::warn!(extra = len - want, "cutting uncommitted rows off the vector file");
+            tracing::warn!(
+                extra = len - want,
+                "cutting uncommitted rows off the vector file"
+            );
             file.set_len(want).map_err(IndexError::io(path))?;
             file.sync_all().map_err(IndexError::io(path))?;
         }

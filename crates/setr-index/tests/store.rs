@@ -26,7 +26,9 @@ fn add_get_list_delete_and_reopen_round_trip() {
     let dim = 24;
     let ids: Vec<ImageId> = {
         let mut store = Store::create(&dir, StoreConfig::new(dim)).unwrap();
-        let out = store.add_batch((0..10).map(|s| image(s, dim)).collect()).unwrap();
+        let out = store
+            .add_batch((0..10).map(|s| image(s, dim)).collect())
+            .unwrap();
         assert!(out.iter().all(|o| matches!(o, AddOutcome::Added(_))));
         // Same bytes again: a duplicate, nothing written.
         let again = store.add(image(3, dim)).unwrap();
@@ -105,8 +107,14 @@ fn bad_vectors_and_k_are_refused_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dim = 6;
     let mut store = Store::create(tmp.path(), StoreConfig::new(dim)).unwrap();
-    store.add_batch((0..5).map(|s| image(s, dim)).collect()).unwrap();
-    let file_len = || std::fs::metadata(tmp.path().join("vectors.f16")).unwrap().len();
+    store
+        .add_batch((0..5).map(|s| image(s, dim)).collect())
+        .unwrap();
+    let file_len = || {
+        std::fs::metadata(tmp.path().join("vectors.f16"))
+            .unwrap()
+            .len()
+    };
     let before = (store.len(), file_len(), store.stats().clone());
 
     // One bad vector anywhere in a batch refuses the whole batch.
@@ -128,7 +136,12 @@ fn bad_vectors_and_k_are_refused_and_change_nothing() {
     }
     assert_eq!((store.len(), file_len(), store.stats().clone()), before);
 
-    let q = |v: Vec<f32>| vec![ComposedQuery { image: Some(v), text: None }];
+    let q = |v: Vec<f32>| {
+        vec![ComposedQuery {
+            image: Some(v),
+            text: None,
+        }]
+    };
     assert!(matches!(
         store.search(&q(vector(1, dim)), Strategy::Image, 0),
         Err(IndexError::Core(CoreError::InvalidK { k: 0, available: 5 }))
@@ -145,9 +158,18 @@ fn bad_vectors_and_k_are_refused_and_change_nothing() {
         store.search(&q(vec![f32::NAN; dim]), Strategy::Image, 1),
         Err(IndexError::Core(CoreError::NonFinite { .. }))
     ));
-    assert!(matches!(store.delete(ImageId(999)), Err(IndexError::UnknownId(_))));
-    assert!(matches!(store.get(ImageId(999)), Err(IndexError::UnknownId(_))));
-    assert!(matches!(store.embedding(ImageId(999)), Err(IndexError::UnknownId(_))));
+    assert!(matches!(
+        store.delete(ImageId(999)),
+        Err(IndexError::UnknownId(_))
+    ));
+    assert!(matches!(
+        store.get(ImageId(999)),
+        Err(IndexError::UnknownId(_))
+    ));
+    assert!(matches!(
+        store.embedding(ImageId(999)),
+        Err(IndexError::UnknownId(_))
+    ));
     assert_eq!((store.len(), file_len(), store.stats().clone()), before);
 }
 
@@ -157,13 +179,26 @@ fn foreign_half_written_and_locked_directories_are_clear_errors() {
     let dim = 4;
 
     // Missing and foreign directories.
-    assert!(matches!(Store::open(tmp.path().join("nope")), Err(IndexError::Missing(_))));
+    assert!(matches!(
+        Store::open(tmp.path().join("nope")),
+        Err(IndexError::Missing(_))
+    ));
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "hello").unwrap();
-    assert!(matches!(Store::open(&foreign), Err(IndexError::NotAStore(_))));
-    assert!(matches!(Store::create(&foreign, StoreConfig::new(dim)), Err(IndexError::NotAStore(_))));
-    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1, "nothing written");
+    assert!(matches!(
+        Store::open(&foreign),
+        Err(IndexError::NotAStore(_))
+    ));
+    assert!(matches!(
+        Store::create(&foreign, StoreConfig::new(dim)),
+        Err(IndexError::NotAStore(_))
+    ));
+    assert_eq!(
+        std::fs::read_dir(&foreign).unwrap().count(),
+        1,
+        "nothing written"
+    );
 
     // Creation interrupted before the database existed, or before its first commit.
     let half = tmp.path().join("half");
@@ -177,19 +212,32 @@ fn foreign_half_written_and_locked_directories_are_clear_errors() {
     let old = tmp.path().join("old");
     drop(Store::create(&old, StoreConfig::new(dim)).unwrap());
     let db = rusqlite::Connection::open(old.join("store.sqlite")).unwrap();
-    db.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
+    db.execute(
+        "UPDATE meta SET value = '99' WHERE key = 'format_version'",
+        [],
+    )
+    .unwrap();
     drop(db);
     assert!(matches!(
         Store::open(&old),
-        Err(IndexError::UnsupportedVersion { found: 99, supported: 1, .. })
+        Err(IndexError::UnsupportedVersion {
+            found: 99,
+            supported: 1,
+            ..
+        })
     ));
 
     // A vector file shorter than the committed rows is corruption, not a crash.
     let cut = tmp.path().join("cut");
     let mut store = Store::create(&cut, StoreConfig::new(dim)).unwrap();
-    store.add_batch((0..3).map(|s| image(s, dim)).collect()).unwrap();
+    store
+        .add_batch((0..3).map(|s| image(s, dim)).collect())
+        .unwrap();
     drop(store);
-    let f = std::fs::OpenOptions::new().write(true).open(cut.join("vectors.f16")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cut.join("vectors.f16"))
+        .unwrap();
     f.set_len(64 + 2 * dim as u64 * 2).unwrap();
     assert!(matches!(Store::open(&cut), Err(IndexError::Corrupt { .. })));
 
@@ -200,7 +248,10 @@ fn foreign_half_written_and_locked_directories_are_clear_errors() {
         let _ = std::fs::remove_file(junk.join(f));
     }
     std::fs::write(junk.join("store.sqlite"), vec![0x5a; 4096]).unwrap();
-    assert!(matches!(Store::open(&junk), Err(IndexError::Corrupt { .. })));
+    assert!(matches!(
+        Store::open(&junk),
+        Err(IndexError::Corrupt { .. })
+    ));
 
     // One open store per directory.
     let live = tmp.path().join("live");
@@ -211,9 +262,16 @@ fn foreign_half_written_and_locked_directories_are_clear_errors() {
 
     // Bad configurations are refused before anything is written.
     let bad = tmp.path().join("bad");
-    assert!(matches!(Store::create(&bad, StoreConfig::new(0)), Err(IndexError::InvalidConfig(_))));
+    assert!(matches!(
+        Store::create(&bad, StoreConfig::new(0)),
+        Err(IndexError::InvalidConfig(_))
+    ));
     let mut cfg = StoreConfig::new(dim);
-    cfg.backend = BackendConfig::FaissIvf { nlist: Some(0), nprobe: None };
+    cfg.backend = BackendConfig::FaissIvf {
+        nlist: Some(0),
+        nprobe: None,
+        target_recall: 0.9,
+    };
     assert!(Store::create(&bad, cfg).is_err());
     assert!(!bad.exists());
 }
