@@ -350,7 +350,7 @@ mod tests {
             image: Some(vec![1.0, 0.0]),
             text: None,
         };
-        let err = PreparedBatch::new(&[q.clone()], Strategy::default(), 2, None).unwrap_err();
+        let err = PreparedBatch::new(std::slice::from_ref(&q), Strategy::default(), 2, None).unwrap_err();
         assert!(matches!(err, CoreError::MissingQuerySide { .. }));
         assert!(PreparedBatch::new(&[q], Strategy::Image, 3, None).is_err());
         let nan = ComposedQuery {

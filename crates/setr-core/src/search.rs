@@ -10,16 +10,10 @@ use crate::dot::{dots_f16, dots_f32, widen_f16};
 use crate::{CoreError, GalleryView, Hit, ImageId, PreparedBatch, Result, TopK, Vectors};
 
 /// Knobs of the CPU scan.
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone, Debug, Default)]
 pub struct SearchOptions {
     /// Worker threads; 0 means one per available core (fewer for small galleries).
     pub threads: usize,
-}
-
-impl Default for SearchOptions {
-    fn default() -> Self {
-        SearchOptions { threads: 0 }
-    }
 }
 
 /// Up to this many prepared vectors, rows are scored one at a time; above, by tiles + gemm.

@@ -138,7 +138,7 @@ pub enum EmbeddingMatrix {
 impl EmbeddingMatrix {
     /// An f32 matrix; `data.len()` must be a multiple of `dim`.
     pub fn from_f32(dim: usize, data: Vec<f32>) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(CoreError::RaggedMatrix {
                 len: data.len(),
                 dim,
@@ -212,7 +212,7 @@ pub fn l2_normalize(what: &str, v: &mut [f32]) -> Result<()> {
         .map(|x| (*x as f64) * (*x as f64))
         .sum::<f64>()
         .sqrt();
-    if !(norm > 0.0) || !norm.is_finite() {
+    if norm <= 0.0 || !norm.is_finite() {
         return Err(CoreError::ZeroVector {
             what: what.to_string(),
         });

@@ -157,7 +157,11 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
                 }
             }
         }
-        let split = if g < cirr_groups - val_groups { "train" } else { "val" };
+        let split = if g < cirr_groups - val_groups {
+            "train"
+        } else {
+            "val"
+        };
         groups.push(CirrGroup {
             split,
             first_id,
@@ -166,7 +170,8 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
     }
     while gallery.len() + 5 <= opts.images {
         let reference = Scene::random(&mut rng);
-        let Some((targets, caption, concept)) = scene::multi_target_add(&reference, &mut rng) else {
+        let Some((targets, caption, concept)) = scene::multi_target_add(&reference, &mut rng)
+        else {
             continue;
         };
         let id = gallery.len() as u64;
@@ -256,7 +261,10 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
         }
         summary.cirr_queries.insert(split.to_string(), caps.len());
         write_json(&format!("captions/cap.rc2.{split}.json"), &json!(caps))?;
-        write_json(&format!("image_splits/split.rc2.{split}.json"), &json!(names))?;
+        write_json(
+            &format!("image_splits/split.rc2.{split}.json"),
+            &json!(names),
+        )?;
     }
     let circo_json: Vec<_> = circo
         .iter()
@@ -281,7 +289,11 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
     Ok(summary)
 }
 
-fn write_images(out: &Path, images: &[GalleryImage], opts: &SynthOptions) -> Result<(), SynthError> {
+fn write_images(
+    out: &Path,
+    images: &[GalleryImage],
+    opts: &SynthOptions,
+) -> Result<(), SynthError> {
     let dir = out.join("images");
     std::fs::create_dir_all(&dir).map_err(|source| SynthError::Io {
         path: dir.clone(),
@@ -310,7 +322,6 @@ fn write_images(out: &Path, images: &[GalleryImage], opts: &SynthOptions) -> Res
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect::<Result<(), SynthError>>()
+            .try_for_each(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
     })
 }

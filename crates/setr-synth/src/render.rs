@@ -20,8 +20,14 @@ pub fn render(scene: &Scene, side: u32, jitter_seed: u64) -> RgbImage {
         let cx = (o.cell % 3) as f32 * cell + cell / 2.0 + jitter();
         let cy = (o.cell / 3) as f32 * cell + cell / 2.0 + jitter();
         let colour = Rgb(o.colour.rgb());
-        let (x0, x1) = ((cx - r).floor().max(0.0) as u32, ((cx + r).ceil() as u32).min(side));
-        let (y0, y1) = ((cy - r).floor().max(0.0) as u32, ((cy + r).ceil() as u32).min(side));
+        let (x0, x1) = (
+            (cx - r).floor().max(0.0) as u32,
+            ((cx + r).ceil() as u32).min(side),
+        );
+        let (y0, y1) = (
+            (cy - r).floor().max(0.0) as u32,
+            ((cy + r).ceil() as u32).min(side),
+        );
         for y in y0..y1 {
             for x in x0..x1 {
                 let (dx, dy) = ((x as f32 + 0.5 - cx) / r, (y as f32 + 0.5 - cy) / r);

@@ -86,7 +86,15 @@ pub const BACKGROUNDS: &[(&str, [u8; 3])] = &[
 ];
 
 const CELLS: [&str; 9] = [
-    "top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right",
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "centre",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
 ];
 
 /// One object: shape, colour, size and grid cell (0..9, row-major 3x3).
@@ -148,7 +156,9 @@ impl Scene {
     }
 
     fn free_cells(&self) -> Vec<u8> {
-        (0..9u8).filter(|c| self.objects.iter().all(|o| o.cell != *c)).collect()
+        (0..9u8)
+            .filter(|c| self.objects.iter().all(|o| o.cell != *c))
+            .collect()
     }
 
     /// Equal as the captions see it: same background and the same objects in any order.
@@ -163,9 +173,20 @@ impl Scene {
         let parts: Vec<String> = self
             .objects
             .iter()
-            .map(|o| format!("a {} {} at the {}", o.size.word(), o.name(), CELLS[o.cell as usize]))
+            .map(|o| {
+                format!(
+                    "a {} {} at the {}",
+                    o.size.word(),
+                    o.name(),
+                    CELLS[o.cell as usize]
+                )
+            })
             .collect();
-        format!("{} on a {} background", parts.join(" and "), BACKGROUNDS[self.background as usize].0)
+        format!(
+            "{} on a {} background",
+            parts.join(" and "),
+            BACKGROUNDS[self.background as usize].0
+        )
     }
 }
 
@@ -215,8 +236,22 @@ impl Modification {
             (s.fits(&o, Some(i)) && s.objects[i] != o).then(|| s.objects[i] = o)
         };
         match *self {
-            Modification::Recolour(i, c) => replace(&mut s, i, Object { colour: c, ..scene.objects[i] })?,
-            Modification::Reshape(i, sh) => replace(&mut s, i, Object { shape: sh, ..scene.objects[i] })?,
+            Modification::Recolour(i, c) => replace(
+                &mut s,
+                i,
+                Object {
+                    colour: c,
+                    ..scene.objects[i]
+                },
+            )?,
+            Modification::Reshape(i, sh) => replace(
+                &mut s,
+                i,
+                Object {
+                    shape: sh,
+                    ..scene.objects[i]
+                },
+            )?,
             Modification::Resize(i, bigger) => {
                 let size = match (s.objects[i].size, bigger) {
                     (Size::Small, true) => Size::Medium,
@@ -225,9 +260,23 @@ impl Modification {
                     (Size::Large, false) => Size::Medium,
                     _ => return None,
                 };
-                replace(&mut s, i, Object { size, ..scene.objects[i] })?
+                replace(
+                    &mut s,
+                    i,
+                    Object {
+                        size,
+                        ..scene.objects[i]
+                    },
+                )?
             }
-            Modification::Move(i, cell) => replace(&mut s, i, Object { cell, ..scene.objects[i] })?,
+            Modification::Move(i, cell) => replace(
+                &mut s,
+                i,
+                Object {
+                    cell,
+                    ..scene.objects[i]
+                },
+            )?,
             Modification::Add(o) => {
                 if s.objects.len() >= 4 || !s.fits(&o, None) {
                     return None;
@@ -305,6 +354,15 @@ pub(crate) fn multi_target_add(
         t.objects.push(o);
         targets.push(t);
     }
-    let caption = format!("add a {} {} {} anywhere", size.word(), colour.word(), shape.word());
-    Some((targets, caption, format!("a {} {}", colour.word(), shape.word())))
+    let caption = format!(
+        "add a {} {} {} anywhere",
+        size.word(),
+        colour.word(),
+        shape.word()
+    );
+    Some((
+        targets,
+        caption,
+        format!("a {} {}", colour.word(), shape.word()),
+    ))
 }

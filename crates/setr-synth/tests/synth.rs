@@ -19,14 +19,40 @@ fn same_seed_same_bytes_and_annotations_are_consistent() {
         ..SynthOptions::default()
     };
     let summary = generate(a.path(), &opts).unwrap();
-    generate(b.path(), &SynthOptions { threads: 1, ..opts.clone() }).unwrap();
+    generate(
+        b.path(),
+        &SynthOptions {
+            threads: 1,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
     assert_eq!(summary.images, 150);
-    assert_eq!(std::fs::read_dir(a.path().join("images")).unwrap().count(), 150);
-    for rel in ["captions/cap.rc2.val.json", "circo/annotations/val.json", "scenes.jsonl", "images/synth-0000007.png"] {
-        assert_eq!(std::fs::read(a.path().join(rel)).unwrap(), std::fs::read(b.path().join(rel)).unwrap(), "{rel}");
+    assert_eq!(
+        std::fs::read_dir(a.path().join("images")).unwrap().count(),
+        150
+    );
+    for rel in [
+        "captions/cap.rc2.val.json",
+        "circo/annotations/val.json",
+        "scenes.jsonl",
+        "images/synth-0000007.png",
+    ] {
+        assert_eq!(
+            std::fs::read(a.path().join(rel)).unwrap(),
+            std::fs::read(b.path().join(rel)).unwrap(),
+            "{rel}"
+        );
     }
     let other = tempfile::tempdir().unwrap();
-    generate(other.path(), &SynthOptions { seed: 43, ..opts.clone() }).unwrap();
+    generate(
+        other.path(),
+        &SynthOptions {
+            seed: 43,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
     assert_ne!(
         std::fs::read(a.path().join("scenes.jsonl")).unwrap(),
         std::fs::read(other.path().join("scenes.jsonl")).unwrap()
@@ -38,7 +64,10 @@ fn same_seed_same_bytes_and_annotations_are_consistent() {
         let caps = caps.as_array().unwrap();
         assert!(!caps.is_empty());
         for c in caps {
-            let (r, t) = (c["reference"].as_str().unwrap(), c["target_hard"].as_str().unwrap());
+            let (r, t) = (
+                c["reference"].as_str().unwrap(),
+                c["target_hard"].as_str().unwrap(),
+            );
             assert_ne!(r, t);
             let members = c["img_set"]["members"].as_array().unwrap();
             assert_eq!(members.len(), 6);
@@ -74,6 +103,20 @@ fn same_seed_same_bytes_and_annotations_are_consistent() {
 #[test]
 fn too_small_requests_are_refused() {
     let a = tempfile::tempdir().unwrap();
-    assert!(generate(a.path(), &SynthOptions { images: 5, ..SynthOptions::default() }).is_err());
-    assert!(generate(a.path(), &SynthOptions { image_size: 4, ..SynthOptions::default() }).is_err());
+    assert!(generate(
+        a.path(),
+        &SynthOptions {
+            images: 5,
+            ..SynthOptions::default()
+        }
+    )
+    .is_err());
+    assert!(generate(
+        a.path(),
+        &SynthOptions {
+            image_size: 4,
+            ..SynthOptions::default()
+        }
+    )
+    .is_err());
 }
