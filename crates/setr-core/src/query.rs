@@ -193,9 +193,20 @@ pub struct PreparedBatch {
     pub strategy: Strategy,
 }
 
-/// Below this the standard deviation of a side is treated as this (a gallery of identical
-/// items): z-scores stay finite.
-const MIN_STD: f64 = 1e-6;
+/// A side whose scores vary less than this over the gallery (a gallery of near-identical
+/// items along that query) carries no ranking information: its z-score is 0 everywhere
+/// instead of amplified rounding noise.
+const MIN_STD: f64 = 1e-3;
+
+/// `(a, b)` of `z = a * s + b`.
+fn standardise(mean: f64, var: f64) -> (f32, f32) {
+    let sd = var.max(0.0).sqrt();
+    if sd < MIN_STD {
+        (0.0, 0.0)
+    } else {
+        ((1.0 / sd) as f32, (-mean / sd) as f32)
+    }
+}
 
 impl PreparedBatch {
     /// Validates and normalises `queries` for `strategy`. `stats` is needed only by
@@ -278,15 +289,15 @@ impl PreparedBatch {
                     }
                     let (mi, vi) = stats.moments(&i);
                     let (mt, vt) = stats.moments(&t);
-                    let si = vi.max(0.0).sqrt().max(MIN_STD);
-                    let st = vt.max(0.0).sqrt().max(MIN_STD);
+                    let (a_img, b_img) = standardise(mi, vi);
+                    let (a_txt, b_txt) = standardise(mt, vt);
                     Plan::Intersection {
                         v_img: push(&mut vectors, &i),
                         v_txt: push(&mut vectors, &t),
-                        a_img: (1.0 / si) as f32,
-                        b_img: (-mi / si) as f32,
-                        a_txt: (1.0 / st) as f32,
-                        b_txt: (-mt / st) as f32,
+                        a_img,
+                        b_img,
+                        a_txt,
+                        b_txt,
                         lambda,
                     }
                 }
@@ -350,7 +361,8 @@ mod tests {
             image: Some(vec![1.0, 0.0]),
             text: None,
         };
-        let err = PreparedBatch::new(std::slice::from_ref(&q), Strategy::default(), 2, None).unwrap_err();
+        let err =
+            PreparedBatch::new(std::slice::from_ref(&q), Strategy::default(), 2, None).unwrap_err();
         assert!(matches!(err, CoreError::MissingQuerySide { .. }));
         assert!(PreparedBatch::new(&[q], Strategy::Image, 3, None).is_err());
         let nan = ComposedQuery {

@@ -177,7 +177,42 @@ impl Store {
         if dir.exists() && !is_empty_dir(dir)? {
             return Err(IndexError::NotAStore(dir.to_path_buf()));
         }
-        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        // Build the store in a sibling directory and rename it into place: a crash during
+        // creation leaves no half-written store under `dir`, only a hidden leftover.
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(IndexError::io(&parent))?;
+        let name = dir
+            .file_name()
+            .map_or("store".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = parent.join(format!(".{name}.creating-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(IndexError::io(&tmp))?;
+        }
+        std::fs::create_dir(&tmp).map_err(IndexError::io(&tmp))?;
+        match Self::write_new(&tmp, &config) {
+            Ok(lock_file) => {
+                let sync_dir = |d: &Path| File::open(d).and_then(|f| f.sync_all());
+                let moved = sync_dir(&tmp)
+                    .and_then(|_| std::fs::rename(&tmp, dir))
+                    .and_then(|_| sync_dir(&parent));
+                if let Err(e) = moved {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(IndexError::io(dir)(e));
+                }
+                Self::open_locked(dir, lock_file)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a complete empty store into `dir`; returns the held lock.
+    fn write_new(dir: &Path, config: &StoreConfig) -> Result<File> {
         let lock_file = lock(dir)?;
         VectorFile::create(&dir.join(VECTOR_FILE), config.dim, FORMAT_VERSION)?;
         let mut db = connect(&dir.join(DB_FILE))?;
@@ -204,7 +239,7 @@ impl Store {
         )?;
         tx.commit()?;
         drop(db);
-        Self::open_locked(dir, lock_file)
+        Ok(lock_file)
     }
 
     /// Opens an existing store.

@@ -73,10 +73,16 @@ pub fn search(args: SearchBenchArgs) -> Result<()> {
         let ids: Vec<ImageId> = (0..size as u64).map(ImageId).collect();
         let view = GalleryView::new(matrix.vectors(), dim, &ids)?;
         let mut stats = GalleryStats::new(dim);
-        let mut row = vec![0.0; dim];
-        for r in 0..size {
-            matrix.vectors().row_into(dim, r, &mut row);
-            stats.add_rows(&row);
+        let chunk = 8192;
+        let mut buf = vec![0.0; chunk * dim];
+        for first in (0..size).step_by(chunk) {
+            let n = chunk.min(size - first);
+            for r in 0..n {
+                matrix
+                    .vectors()
+                    .row_into(dim, first + r, &mut buf[r * dim..(r + 1) * dim]);
+            }
+            stats.add_rows(&buf[..n * dim]);
         }
         let queries: Vec<ComposedQuery> = (0..max_batch as u64)
             .map(|i| ComposedQuery {
