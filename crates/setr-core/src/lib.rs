@@ -17,7 +17,7 @@ mod types;
 pub use dot::{dot_f16, dot_f32};
 pub use error::CoreError;
 pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
-pub use search::{brute_force, search, SearchOptions};
+pub use search::{brute_force, check_request, search, SearchOptions};
 pub use stats::GalleryStats;
 pub use topk::TopK;
 pub use types::{

@@ -31,7 +31,7 @@ pub fn search(
     k: usize,
     opts: &SearchOptions,
 ) -> Result<Vec<Vec<Hit>>> {
-    check(gallery, batch, k)?;
+    check_request(gallery, batch, k)?;
     if batch.plans.is_empty() {
         return Ok(Vec::new());
     }
@@ -69,7 +69,9 @@ pub fn search(
     Ok(merged.into_iter().map(TopK::into_sorted).collect())
 }
 
-fn check(gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -> Result<()> {
+/// Checks a search request: batch dimension equals the gallery's, `1 <= k <= live rows`.
+/// Every backend calls it, so all refuse bad requests with the same errors.
+pub fn check_request(gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize) -> Result<()> {
     if batch.dim != gallery.dim {
         return Err(CoreError::DimensionMismatch {
             what: "query batch".into(),
@@ -177,7 +179,7 @@ pub fn brute_force(
     batch: &PreparedBatch,
     k: usize,
 ) -> Result<Vec<Vec<Hit>>> {
-    check(gallery, batch, k)?;
+    check_request(gallery, batch, k)?;
     let d = gallery.dim;
     let nv = batch.num_vectors();
     let mut row = vec![0.0f32; d];

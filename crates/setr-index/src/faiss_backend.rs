@@ -20,8 +20,7 @@ use faiss::index::IndexImpl;
 use faiss::selector::IdSelector;
 use faiss::{index_factory, Idx, Index, MetricType};
 use setr_core::{
-    ComposedQuery, CoreError, GalleryView, Hit, ImageId, Plan, PreparedBatch, SearchOptions,
-    Strategy,
+    ComposedQuery, GalleryView, Hit, ImageId, Plan, PreparedBatch, SearchOptions, Strategy,
 };
 
 use crate::{BackendConfig, IndexError, Result, SearchBackend};
@@ -283,18 +282,8 @@ impl SearchBackend for FaissBackend {
         batch: &PreparedBatch,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>> {
+        setr_core::check_request(gallery, batch, k)?;
         let live = gallery.live();
-        if k == 0 || k > live {
-            return Err(CoreError::InvalidK { k, available: live }.into());
-        }
-        if batch.dim != gallery.dim {
-            return Err(CoreError::DimensionMismatch {
-                what: "query batch".into(),
-                expected: gallery.dim,
-                found: batch.dim,
-            }
-            .into());
-        }
         let mut state = self.state();
         if state.index.is_none() || state.stale {
             let (index, knob) = self.build(gallery)?;
