@@ -21,7 +21,8 @@ pub use search::{brute_force, check_request, search, SearchOptions};
 pub use stats::GalleryStats;
 pub use topk::TopK;
 pub use types::{
-    l2_normalize, validate_vector, EmbeddingMatrix, GalleryView, Hit, ImageId, Vectors,
+    l2_normalize, validate_vector, EmbeddingMatrix, GalleryView, Hit, ImageId, ModelIdentity,
+    Vectors,
 };
 
 /// Result alias of this crate.

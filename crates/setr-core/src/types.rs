@@ -19,6 +19,27 @@ impl std::fmt::Display for ImageId {
     }
 }
 
+/// Which model produced a set of embeddings. Embeddings of two models live in different
+/// spaces: a store keeps the identity of its model and refuses queries from another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdentity {
+    /// Where the model was loaded from: a hub id or a local directory.
+    pub source: String,
+    /// Hash of the checkpoint's configuration and weights; equal fingerprints mean the
+    /// same model, whatever the source.
+    pub fingerprint: String,
+    /// Embedding dimension.
+    pub dim: usize,
+}
+
+impl ModelIdentity {
+    /// Whether embeddings of `other` are comparable with ours.
+    pub fn same_model(&self, other: &ModelIdentity) -> bool {
+        self.fingerprint == other.fingerprint && self.dim == other.dim
+    }
+}
+
 /// One scored gallery item.
 #[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {

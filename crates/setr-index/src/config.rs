@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use setr_core::ModelIdentity;
 
 use crate::{IndexError, Result};
 
@@ -11,7 +12,7 @@ pub struct StoreConfig {
     /// Identity of the model that produced the embeddings (queries from another model
     /// are refused by the layers above).
     #[serde(default)]
-    pub model: Option<String>,
+    pub model: Option<ModelIdentity>,
     /// Search backend.
     #[serde(default)]
     pub backend: BackendConfig,

@@ -46,6 +46,14 @@ pub enum IndexError {
     /// A request carries something unusable that is not a vector (e.g. metadata).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The embeddings come from another model than the store's.
+    #[error("the store holds embeddings of {store}; these come from {given} (re-index with that model or query with the store's)")]
+    ModelMismatch {
+        /// The store's model (source and fingerprint), or "no known model".
+        store: String,
+        /// The model of the rejected embeddings.
+        given: String,
+    },
     /// The configuration is invalid.
     #[error("invalid store configuration: {0}")]
     InvalidConfig(String),

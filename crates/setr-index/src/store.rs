@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use setr_core::{
     l2_normalize, validate_vector, ComposedQuery, GalleryStats, GalleryView, Hit, ImageId,
-    PreparedBatch, Strategy, Vectors,
+    ModelIdentity, PreparedBatch, Strategy, Vectors,
 };
 
 use crate::backend::make_backend;
@@ -395,6 +395,23 @@ impl Store {
     /// Its configuration.
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// Checks that embeddings of `model` can be added to or searched in this store.
+    pub fn check_model(&self, model: &ModelIdentity) -> Result<()> {
+        match &self.config.model {
+            Some(ours) if ours.same_model(model) => Ok(()),
+            ours => Err(IndexError::ModelMismatch {
+                store: ours.as_ref().map_or_else(
+                    || "no known model".to_owned(),
+                    |m| format!("{} ({}, dim {})", m.source, m.fingerprint, m.dim),
+                ),
+                given: format!(
+                    "{} ({}, dim {})",
+                    model.source, model.fingerprint, model.dim
+                ),
+            }),
+        }
     }
 
     /// Number of stored (not deleted) images.

@@ -30,7 +30,7 @@ pub fn fill_store(
 ) -> Result<usize> {
     let mut cfg = StoreConfig::new(dim);
     cfg.backend = backend;
-    cfg.model = Some("random-normal".into());
+    // Random embeddings come from no model: such a store takes no encoded query.
     let mut store =
         Store::open_or_create(dir, cfg).with_context(|| format!("opening {}", dir.display()))?;
     let chunk = 10_000;
