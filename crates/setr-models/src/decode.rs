@@ -53,6 +53,13 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     if !SUPPORTED.contains(&format) {
         return Err(ModelError::UnsupportedFormat(format!(" {format:?}")));
     }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills a truncated scan with grey instead of failing; a cut-off
+        // upload must be refused, not indexed half grey.
+        return Err(ModelError::Decode(
+            "truncated JPEG (no end-of-image marker after the last scan)".into(),
+        ));
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc);
@@ -81,6 +88,17 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         image.apply_orientation(orientation);
     }
     Ok(to_rgb_on_white(image))
+}
+
+/// True when an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Inside
+/// entropy-coded data a literal FF is always followed by 00 or a restart marker, so an FF
+/// D9 after the last scan header can only be the real end of the image.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(pos) => bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// Reads and decodes a file (see [`decode_image`]).

@@ -23,6 +23,7 @@ mod transformer;
 pub use decode::{decode_file, decode_image, DecodeLimits, DEFAULT_MAX_PIXELS};
 pub use encoder::{device, EncoderOptions, Family, ImageTextEncoder, Precision};
 pub use error::ModelError;
+pub use image::RgbImage;
 pub use preprocess::{Preprocessor, ResizeTo};
 pub use source::{fingerprint, offline_from_env, resolve, Checkpoint};
 pub use tokenize::{Padding, TextTokenizer, TokenBatch};

@@ -4,6 +4,7 @@
 //! objects that do the work. Errors are reported with context and a non-zero exit code.
 
 mod bench;
+mod encode;
 mod random;
 
 use std::path::PathBuf;
@@ -29,8 +30,14 @@ enum Command {
     /// Generate the synthetic composed-retrieval benchmark (images + CIRR/CIRCO
     /// annotations), or with --embeddings-only a store of random embeddings.
     Synth(SynthArgs),
-    /// Coarse search of a store with embedding queries; prints ranked JSON.
+    /// Coarse search of a store: reference image and/or modification text (encoded by the
+    /// store's model), or stored/raw embeddings; prints ranked JSON.
     Search(SearchArgs),
+    /// Embed images and/or texts with a CLIP or SigLIP checkpoint; prints JSON.
+    Embed(encode::EmbedArgs),
+    /// Add every image under a directory to a store (idempotent: duplicates by content
+    /// are skipped, so an interrupted run can simply be rerun).
+    Index(encode::IndexArgs),
     /// Measure performance; prints a table.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -70,14 +77,20 @@ struct SearchArgs {
     /// Store directory.
     #[arg(long, env = "SETR_STORE")]
     store: PathBuf,
+    /// Image-side query: a reference image file, encoded by the store's model.
+    #[arg(long, conflicts_with_all = ["like", "image_embedding"])]
+    image: Option<PathBuf>,
+    /// Text-side query: the modification text, encoded by the store's model.
+    #[arg(long, conflicts_with_all = ["text_like", "text_embedding"])]
+    text: Option<String>,
     /// Image-side query: the stored embedding of this image id.
     #[arg(long)]
     like: Option<u64>,
     /// Image-side query: a JSON file holding an embedding (array of numbers).
     #[arg(long, conflicts_with = "like")]
     image_embedding: Option<PathBuf>,
-    /// Text-side query: the stored embedding of this image id (stands in for a text
-    /// embedding until the encoders land).
+    /// Text-side query: the stored embedding of this image id (an image standing in for
+    /// a text, for stores without a model).
     #[arg(long)]
     text_like: Option<u64>,
     /// Text-side query: a JSON file holding an embedding.
@@ -89,6 +102,8 @@ struct SearchArgs {
     /// Number of results.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    #[command(flatten)]
+    model: encode::ModelArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +133,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth(args),
         Command::Search(args) => search(args),
+        Command::Embed(args) => encode::embed(args),
+        Command::Index(args) => encode::index(args),
         Command::Bench(BenchCommand::Search(args)) => bench::search(args),
     }
 }
@@ -181,10 +198,31 @@ fn search(args: SearchArgs) -> Result<()> {
             (None, None) => Ok(None),
         }
     };
-    let query = ComposedQuery {
+    let mut query = ComposedQuery {
         image: side(args.like, &args.image_embedding)?,
         text: side(args.text_like, &args.text_embedding)?,
     };
+    let mut encode_ms = 0.0;
+    if args.image.is_some() || args.text.is_some() {
+        let started = Instant::now();
+        // The store's own model unless --model says otherwise; either way the store
+        // checks that the query lives in its embedding space.
+        let recorded = store.config().model.as_ref().map(|m| m.source.clone());
+        let reference = args.model.model.clone().or(recorded).context(
+            "the store records no model (its embeddings were not made by `setr index`); pass --model",
+        )?;
+        let encoder = args.model.load(Some(&reference))?;
+        store.check_model(encoder.identity())?;
+        if let Some(path) = &args.image {
+            let image = setr_models::decode_file(path, &args.model.limits())
+                .with_context(|| format!("reading {}", path.display()))?;
+            query.image = encoder.embed_images(&[image])?.pop();
+        }
+        if let Some(text) = &args.text {
+            query.text = encoder.embed_texts(&[text])?.pop();
+        }
+        encode_ms = started.elapsed().as_secs_f64() * 1e3;
+    }
     let started = Instant::now();
     let hits = store.search(&[query], args.strategy, args.k)?;
     let elapsed = started.elapsed();
@@ -201,7 +239,7 @@ fn search(args: SearchArgs) -> Result<()> {
         "backend": store.backend_name(),
         "gallery": store.len(),
         "results": results,
-        "timings": { "search_ms": elapsed.as_secs_f64() * 1e3 },
+        "timings": { "encode_ms": encode_ms, "search_ms": elapsed.as_secs_f64() * 1e3 },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
