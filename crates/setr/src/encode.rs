@@ -167,9 +167,16 @@ pub fn index(args: IndexArgs) -> Result<()> {
     let encoder = args.model.load(None)?;
     let mut config = StoreConfig::new(encoder.dim());
     config.model = Some(encoder.identity().clone());
-    let mut store = Store::open_or_create(&args.store, config)
-        .with_context(|| format!("opening {}", args.store.display()))?;
-    store.check_model(encoder.identity())?;
+    // An existing store must hold this model's embeddings; a new one records it.
+    let mut store = match Store::open(&args.store) {
+        Ok(store) => {
+            store.check_model(encoder.identity())?;
+            store
+        }
+        Err(setr_index::IndexError::Missing(_)) => Store::create(&args.store, config)
+            .with_context(|| format!("creating {}", args.store.display()))?,
+        Err(e) => return Err(e).with_context(|| format!("opening {}", args.store.display())),
+    };
     let files = image_files(&args.dir)?;
     let limits = args.model.limits();
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(

@@ -202,7 +202,7 @@ fn search(args: SearchArgs) -> Result<()> {
         image: side(args.like, &args.image_embedding)?,
         text: side(args.text_like, &args.text_embedding)?,
     };
-    let mut encode_ms = 0.0;
+    let (mut load_ms, mut encode_ms) = (0.0, 0.0);
     if args.image.is_some() || args.text.is_some() {
         let started = Instant::now();
         // The store's own model unless --model says otherwise; either way the store
@@ -213,6 +213,8 @@ fn search(args: SearchArgs) -> Result<()> {
         )?;
         let encoder = args.model.load(Some(&reference))?;
         store.check_model(encoder.identity())?;
+        load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
         if let Some(path) = &args.image {
             let image = setr_models::decode_file(path, &args.model.limits())
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -224,7 +226,9 @@ fn search(args: SearchArgs) -> Result<()> {
         encode_ms = started.elapsed().as_secs_f64() * 1e3;
     }
     let started = Instant::now();
-    let hits = store.search(&[query], args.strategy, args.k)?;
+    // At most k results: a k beyond the gallery returns the whole gallery, ranked.
+    let k = args.k.min(store.len()).max(1);
+    let hits = store.search(&[query], args.strategy, k)?;
     let elapsed = started.elapsed();
     let results: Vec<_> = hits
         .into_iter()
@@ -239,7 +243,7 @@ fn search(args: SearchArgs) -> Result<()> {
         "backend": store.backend_name(),
         "gallery": store.len(),
         "results": results,
-        "timings": { "encode_ms": encode_ms, "search_ms": elapsed.as_secs_f64() * 1e3 },
+        "timings": { "load_model_ms": load_ms, "encode_ms": encode_ms, "search_ms": elapsed.as_secs_f64() * 1e3 },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
