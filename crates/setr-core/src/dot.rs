@@ -34,8 +34,9 @@ fn has_avx2() -> bool {
     })
 }
 
-/// Dot products of `row` with each of the `out.len()` queries stored row-major in `queries`.
-pub(crate) fn dots_f32(row: &[f32], queries: &[f32], out: &mut [f32]) {
+/// Dot products of `row` with each of the `out.len()` queries stored row-major in `queries`
+/// (`queries.len() == row.len() * out.len()`): the row is read once for all queries.
+pub fn dots_f32(row: &[f32], queries: &[f32], out: &mut [f32]) {
     let d = row.len();
     debug_assert_eq!(queries.len(), d * out.len());
     #[cfg(target_arch = "x86_64")]

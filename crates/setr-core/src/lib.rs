@@ -14,7 +14,7 @@ mod stats;
 mod topk;
 mod types;
 
-pub use dot::{dot_f16, dot_f32};
+pub use dot::{dot_f16, dot_f32, dots_f32};
 pub use error::CoreError;
 pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
 pub use search::{brute_force, check_request, search, SearchOptions};

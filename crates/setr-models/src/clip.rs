@@ -4,10 +4,12 @@
 //! projections without bias. Defaults are those of `transformers`' `CLIPConfig`.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use crate::transformer::{Activation, Encoder, EncoderShape, PatchEmbedding};
+use crate::transformer::{
+    linear_no_bias, Activation, Encoder, EncoderShape, Linear, PatchEmbedding,
+};
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct TextConfig {

@@ -4,10 +4,12 @@
 //! head. Defaults are those of `transformers`' `SiglipConfig`.
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use crate::transformer::{attend, Activation, Encoder, EncoderShape, Mlp, PatchEmbedding};
+use crate::transformer::{
+    attend, linear, Activation, Encoder, EncoderShape, Linear, Mlp, PatchEmbedding,
+};
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct TextConfig {

@@ -1,8 +1,8 @@
 //! The pre-norm transformer encoder shared by the CLIP and SigLIP towers (HF key names:
 //! `layers.N.{layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`).
 
-use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 /// MLP activations found in CLIP-family configs (`hidden_act`).
@@ -38,6 +38,106 @@ pub struct EncoderShape {
     pub heads: usize,
     pub eps: f64,
     pub act: Activation,
+}
+
+/// `y = x Wᵀ + b` over the last dimension. Unlike candle_nn's `Linear`, which runs one
+/// small matmul per batch item for 3-D inputs, the leading dimensions are flattened into
+/// one `[rows, in] x [in, out]` product: one large gemm parallelises far better.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+/// Up to this many input rows, a CPU f32 linear streams the weights once through dot
+/// products instead of calling gemm: gemm packs the whole weight matrix on every call, which
+/// costs more than the product itself when a query has a dozen tokens.
+const STREAM_ROWS: usize = 32;
+
+impl Linear {
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims().to_vec();
+        let (last, lead) = dims
+            .split_last()
+            .ok_or_else(|| candle_core::Error::Msg("linear on a scalar".into()))?;
+        let rows: usize = lead.iter().product();
+        let flat = xs.reshape((rows, *last))?;
+        let out_dim = self.weight.dim(0)?;
+        let mut out = if rows <= STREAM_ROWS && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            self.stream_rows(&flat, rows, *last, out_dim)?
+        } else {
+            let mut out = flat.matmul(&self.weight.t()?)?;
+            if let Some(bias) = &self.bias {
+                out = out.broadcast_add(bias)?;
+            }
+            out
+        };
+        let mut shape = lead.to_vec();
+        shape.push(out_dim);
+        out = out.reshape(shape)?;
+        Ok(out)
+    }
+
+    /// `[rows, input] x Wᵀ + b` for few rows on the CPU in f32: each weight row is read
+    /// once and dotted with every input row; weight rows are split across threads.
+    fn stream_rows(
+        &self,
+        flat: &Tensor,
+        rows: usize,
+        input: usize,
+        output: usize,
+    ) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let x: Vec<f32> = flat.flatten_all()?.to_vec1()?;
+        let (storage, layout) = self.weight.storage_and_layout();
+        let weights = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(w)), Some((start, end))) => {
+                &w[start..end]
+            }
+            _ => candle_core::bail!("streamed linear needs a contiguous f32 CPU weight"),
+        };
+        let bias: Option<Vec<f32>> = match &self.bias {
+            Some(b) => Some(b.to_vec1()?),
+            None => None,
+        };
+        // Transposed result [output, rows]: every weight row fills one contiguous run.
+        let mut transposed = vec![0f32; output * rows];
+        let per_task = 64;
+        transposed
+            .par_chunks_mut(per_task * rows)
+            .enumerate()
+            .for_each(|(task, block)| {
+                for (i, dst) in block.chunks_exact_mut(rows).enumerate() {
+                    let o = task * per_task + i;
+                    setr_core::dots_f32(&weights[o * input..(o + 1) * input], &x, dst);
+                }
+            });
+        drop(storage);
+        let mut y = vec![0f32; rows * output];
+        for (o, column) in transposed.chunks_exact(rows).enumerate() {
+            let b = bias.as_ref().map_or(0.0, |b| b[o]);
+            for (r, v) in column.iter().enumerate() {
+                y[r * output + o] = v + b;
+            }
+        }
+        Tensor::from_vec(y, (rows, output), flat.device())
+    }
+}
+
+/// A linear layer with bias (`weight [out, in]`, `bias [out]`).
+pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear {
+        weight: vb.get((output, input), "weight")?,
+        bias: Some(vb.get(output, "bias")?),
+    })
+}
+
+/// A linear layer without bias.
+pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear {
+        weight: vb.get((output, input), "weight")?,
+        bias: None,
+    })
 }
 
 /// Multi-head attention with separate q/k/v projections.
@@ -89,6 +189,21 @@ pub fn attend(
     let (b, nq, h) = q.dims3()?;
     let nk = k.dim(1)?;
     let hd = h / heads;
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        // Our masks never depend on the head: [1 or b, 1, 1 or nq, nk].
+        let cpu_mask = match mask {
+            Some(m) if m.rank() == 4 && m.dim(1)? == 1 => Some(
+                m.broadcast_as((b, 1, nq, nk))?
+                    .to_dtype(DType::F32)?
+                    .contiguous()?,
+            ),
+            Some(_) => None,
+            None => None,
+        };
+        if mask.is_none() || cpu_mask.is_some() {
+            return attend_cpu(q, k, v, heads, scale, cpu_mask.as_ref());
+        }
+    }
     let split = |t: &Tensor, n: usize| -> Result<Tensor> {
         t.reshape((b, n, heads, hd))?.transpose(1, 2)?.contiguous()
     };
@@ -103,6 +218,86 @@ pub fn attend(
     let dtype = scores.dtype();
     let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, nq, h))
+}
+
+/// The contiguous f32 values of a CPU tensor.
+fn cpu_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1()
+}
+
+/// [`attend`] on the CPU in f32 without gemm: per (batch, head), scores by dot products,
+/// softmax, weighted sum of values. Attention matrices here are tiny (tens of tokens), where
+/// gemm's per-call packing and thread wake-ups cost more than the arithmetic.
+fn attend_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (b, nq, h) = q.dims3()?;
+    let nk = k.dim(1)?;
+    let hd = h / heads;
+    let (q, k, v) = (cpu_f32(q)?, cpu_f32(k)?, cpu_f32(v)?);
+    let mask = match mask {
+        Some(m) => Some(cpu_f32(m)?),
+        None => None,
+    };
+    let scale = scale as f32;
+    let blocks: Vec<Vec<f32>> = (0..b * heads)
+        .into_par_iter()
+        .map(|task| {
+            let (bi, hi) = (task / heads, task % heads);
+            let gather = |src: &[f32]| -> Vec<f32> {
+                let mut out = Vec::with_capacity(nk * hd);
+                for j in 0..nk {
+                    let at = (bi * nk + j) * h + hi * hd;
+                    out.extend_from_slice(&src[at..at + hd]);
+                }
+                out
+            };
+            let (kh, vh) = (gather(&k), gather(&v));
+            let mut out = vec![0f32; nq * hd];
+            let mut scores = vec![0f32; nk];
+            for i in 0..nq {
+                let at = (bi * nq + i) * h + hi * hd;
+                setr_core::dots_f32(&q[at..at + hd], &kh, &mut scores);
+                let row_mask = mask.as_ref().map(|m| &m[(bi * nq + i) * nk..][..nk]);
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s *= scale;
+                    if let Some(m) = row_mask {
+                        *s += m[j];
+                    }
+                    max = max.max(*s);
+                }
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let o = &mut out[i * hd..(i + 1) * hd];
+                for (j, p) in scores.iter().enumerate() {
+                    let p = p / sum;
+                    for (oo, vv) in o.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
+                        *oo += p * vv;
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let mut ctx = vec![0f32; b * nq * h];
+    for (task, block) in blocks.iter().enumerate() {
+        let (bi, hi) = (task / heads, task % heads);
+        for i in 0..nq {
+            let at = (bi * nq + i) * h + hi * hd;
+            ctx[at..at + hd].copy_from_slice(&block[i * hd..(i + 1) * hd]);
+        }
+    }
+    Tensor::from_vec(ctx, (b, nq, h), &Device::Cpu)
 }
 
 /// fc1 -> activation -> fc2.
@@ -227,4 +422,108 @@ pub fn l2_normalize_rows(xs: &Tensor) -> Result<Tensor> {
     let xs = xs.to_dtype(DType::F32)?;
     let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     xs.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streamed_linear_equals_gemm() {
+        let (input, output) = (72, 200);
+        let linear = Linear {
+            weight: Tensor::from_vec(random(output * input, 1), (output, input), &Device::Cpu)
+                .unwrap(),
+            bias: Some(Tensor::from_vec(random(output, 2), output, &Device::Cpu).unwrap()),
+        };
+        for rows in [1, 7, STREAM_ROWS] {
+            let x = Tensor::from_vec(
+                random(rows * input, 3 + rows as u64),
+                (1, rows, input),
+                &Device::Cpu,
+            )
+            .unwrap();
+            let streamed = linear
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let gemm = x
+                .reshape((rows, input))
+                .unwrap()
+                .matmul(&linear.weight.t().unwrap())
+                .unwrap()
+                .broadcast_add(linear.bias.as_ref().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let diff = streamed
+                .iter()
+                .zip(&gemm)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "rows {rows}: {diff}");
+        }
+    }
+
+    #[test]
+    fn cpu_attention_equals_the_tensor_path() {
+        let (b, n, h, heads) = (2, 9, 24, 3);
+        let t = |seed| Tensor::from_vec(random(b * n * h, seed), (b, n, h), &Device::Cpu).unwrap();
+        let (q, k, v) = (t(11), t(12), t(13));
+        let mask: Vec<f32> = (0..n * n)
+            .map(|i| {
+                if i % n > i / n {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (1, 1, n, n), &Device::Cpu).unwrap();
+        // f64 goes through the generic tensor path.
+        let f64s = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+        for m in [None, Some(&mask)] {
+            let cpu = attend(&q, &k, &v, heads, 0.3, m).unwrap();
+            let generic = attend(
+                &f64s(&q),
+                &f64s(&k),
+                &f64s(&v),
+                heads,
+                0.3,
+                m.map(f64s).as_ref(),
+            )
+            .unwrap();
+            let a = cpu.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let g = generic
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let diff = a
+                .iter()
+                .zip(&g)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "mask {}: {diff}", m.is_some());
+        }
+    }
 }

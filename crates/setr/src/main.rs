@@ -4,6 +4,7 @@
 //! objects that do the work. Errors are reported with context and a non-zero exit code.
 
 mod bench;
+mod bench_encode;
 mod encode;
 mod random;
 
@@ -110,6 +111,8 @@ struct SearchArgs {
 enum BenchCommand {
     /// CPU coarse search against faiss-cpu (IndexFlatIP) on the same data and threads.
     Search(bench::SearchBenchArgs),
+    /// CLIP encoder images/s and texts/s on CPU against transformers + torch.
+    Encode(bench_encode::EncodeBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => encode::embed(args),
         Command::Index(args) => encode::index(args),
         Command::Bench(BenchCommand::Search(args)) => bench::search(args),
+        Command::Bench(BenchCommand::Encode(args)) => bench_encode::encode(args),
     }
 }
 
