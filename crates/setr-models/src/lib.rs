@@ -14,6 +14,7 @@ mod decode;
 mod encoder;
 mod error;
 mod preprocess;
+pub mod qwen3vl;
 pub mod resize;
 mod siglip;
 mod source;

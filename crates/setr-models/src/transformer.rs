@@ -55,6 +55,11 @@ pub struct Linear {
 const STREAM_ROWS: usize = 32;
 
 impl Linear {
+    /// A linear layer from its weight `[out, in]` and optional bias `[out]`.
+    pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
         let (last, lead) = dims
