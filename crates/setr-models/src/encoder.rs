@@ -332,7 +332,7 @@ impl ImageTextEncoder {
 }
 
 fn check_shape(dir: &Path, hidden: usize, heads: usize, image: usize, patch: usize) -> Result<()> {
-    if heads == 0 || hidden % heads != 0 || patch == 0 || image < patch {
+    if heads == 0 || !hidden.is_multiple_of(heads) || patch == 0 || image < patch {
         return Err(ModelError::invalid(
             dir,
             format!(

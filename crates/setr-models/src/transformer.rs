@@ -159,7 +159,7 @@ pub struct Attention {
 impl Attention {
     fn new(shape: &EncoderShape, vb: VarBuilder) -> Result<Self> {
         let h = shape.hidden;
-        if h % shape.heads != 0 {
+        if !h.is_multiple_of(shape.heads) {
             candle_core::bail!("hidden size {h} is not divisible by {} heads", shape.heads);
         }
         Ok(Attention {

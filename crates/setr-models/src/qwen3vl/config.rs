@@ -114,11 +114,11 @@ impl Config {
         }
         if t.num_attention_heads == 0
             || t.num_key_value_heads == 0
-            || t.num_attention_heads % t.num_key_value_heads != 0
+            || !t.num_attention_heads.is_multiple_of(t.num_key_value_heads)
         {
             return Err("text heads must be a multiple of key/value heads".into());
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err("text head_dim must be even".into());
         }
         let sections = self.mrope_section();
@@ -133,8 +133,8 @@ impl Config {
             return Err("vision num_position_embeddings must be a square".into());
         }
         if v.num_heads == 0
-            || v.hidden_size % v.num_heads != 0
-            || (v.hidden_size / v.num_heads) % 4 != 0
+            || !v.hidden_size.is_multiple_of(v.num_heads)
+            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
         {
             return Err("vision head size must divide hidden size and be a multiple of 4".into());
         }
