@@ -9,6 +9,7 @@
 mod dot;
 mod error;
 mod query;
+mod rerank;
 mod search;
 mod stats;
 mod topk;
@@ -17,6 +18,10 @@ mod types;
 pub use dot::{dot_f16, dot_f32, dots_f32};
 pub use error::CoreError;
 pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
+pub use rerank::{
+    fuse, CandidateScore, Fusion, Ranked, RerankCandidate, RerankError, RerankQuery, Reranker,
+    RgbView,
+};
 pub use search::{brute_force, check_request, search, SearchOptions};
 pub use stats::GalleryStats;
 pub use topk::TopK;

@@ -13,6 +13,7 @@ mod clip;
 mod decode;
 mod encoder;
 mod error;
+pub mod lora;
 mod preprocess;
 pub mod qwen3vl;
 pub mod resize;

@@ -283,9 +283,9 @@ mod tests {
                     let h = |yy: u32| {
                         let s = u32::from(src.get_pixel(2 * x, yy)[c])
                             + u32::from(src.get_pixel(2 * x + 1, yy)[c]);
-                        (s + 1) / 2
+                        s.div_ceil(2)
                     };
-                    let v = (h(2 * y) + h(2 * y + 1) + 1) / 2;
+                    let v = (h(2 * y) + h(2 * y + 1)).div_ceil(2);
                     assert_eq!(u32::from(out.get_pixel(x, y)[c]), v, "({x},{y},{c})");
                 }
             }

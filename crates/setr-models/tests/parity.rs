@@ -292,10 +292,13 @@ fn end_to_end_embeddings_from_files_and_strings_are_normalised_and_match() {
 }
 
 #[test]
-fn bf16_is_within_cosine_0_999() {
-    for name in MODELS {
+fn bf16_and_f16_are_within_cosine_0_999() {
+    for (name, precision) in MODELS
+        .iter()
+        .flat_map(|n| [(*n, Precision::Bf16), (*n, Precision::F16)])
+    {
         let g = golden(name);
-        let encoder = load(name, Precision::Bf16);
+        let encoder = load(name, precision);
         let pixels: Vec<Vec<f32>> = g
             .stems
             .iter()
@@ -315,7 +318,7 @@ fn bf16_is_within_cosine_0_999() {
             .enumerate()
         {
             let cos = cosine(a, &b);
-            assert!(cos >= 0.999, "{name}: image {i} bf16 cosine {cos}");
+            assert!(cos >= 0.999, "{name}: image {i} {precision:?} cosine {cos}");
         }
         let texts: Vec<&str> = g.texts.iter().map(String::as_str).collect();
         let tokens = encoder.tokenizer().encode_batch(&texts).unwrap();
@@ -327,7 +330,7 @@ fn bf16_is_within_cosine_0_999() {
             .enumerate()
         {
             let cos = cosine(a, &b);
-            assert!(cos >= 0.999, "{name}: text {i} bf16 cosine {cos}");
+            assert!(cos >= 0.999, "{name}: text {i} {precision:?} cosine {cos}");
         }
     }
 }

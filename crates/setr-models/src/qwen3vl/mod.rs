@@ -5,6 +5,8 @@
 //! a causal prefill mask, so it is not used).
 
 mod config;
+pub mod processor;
+pub mod prompt;
 mod text;
 mod vision;
 

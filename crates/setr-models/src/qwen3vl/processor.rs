@@ -97,11 +97,15 @@ impl VisionPreprocessor {
         let get = |key: &str| raw.get(key).filter(|v| !v.is_null());
         let flag = |key: &str| match get(key) {
             None => Ok(true),
-            Some(v) => v.as_bool().ok_or_else(|| format!("`{key}` = {v} is not a boolean")),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("`{key}` = {v} is not a boolean")),
         };
         let count = |key: &str, v: Option<&Value>| -> std::result::Result<Option<usize>, String> {
             v.filter(|v| !v.is_null())
-                .map(|v| as_count(v).ok_or_else(|| format!("`{key}` = {v} is not a positive integer")))
+                .map(|v| {
+                    as_count(v).ok_or_else(|| format!("`{key}` = {v} is not a positive integer"))
+                })
                 .transpose()
         };
         let d = VisionPreprocessor::default();
@@ -110,8 +114,8 @@ impl VisionPreprocessor {
         }
         let patch_size = count("patch_size", get("patch_size"))?.unwrap_or(d.patch_size);
         let merge_size = count("merge_size", get("merge_size"))?.unwrap_or(d.merge_size);
-        let temporal_patch_size =
-            count("temporal_patch_size", get("temporal_patch_size"))?.unwrap_or(d.temporal_patch_size);
+        let temporal_patch_size = count("temporal_patch_size", get("temporal_patch_size"))?
+            .unwrap_or(d.temporal_patch_size);
         // transformers: `size` (or its default) first, then top-level min/max_pixels override it.
         let (mut min_pixels, mut max_pixels) = match get("size") {
             None => (Some(d.min_pixels), Some(d.max_pixels)),
@@ -122,7 +126,11 @@ impl VisionPreprocessor {
                     count("size.longest_edge", pick("longest_edge", "max_pixels"))?,
                 )
             }
-            Some(v) => return Err(format!("unsupported size {v} (expected shortest_edge/longest_edge)")),
+            Some(v) => {
+                return Err(format!(
+                    "unsupported size {v} (expected shortest_edge/longest_edge)"
+                ))
+            }
         };
         if let Some(n) = count("min_pixels", get("min_pixels"))? {
             min_pixels = Some(n);
@@ -131,10 +139,22 @@ impl VisionPreprocessor {
             max_pixels = Some(n);
         }
         let (Some(min_pixels), Some(max_pixels)) = (min_pixels, max_pixels) else {
-            return Err("size must have shortest_edge and longest_edge (min and max pixels)".into());
+            return Err(
+                "size must have shortest_edge and longest_edge (min and max pixels)".into(),
+            );
         };
-        if [patch_size, merge_size, temporal_patch_size, min_pixels, max_pixels].contains(&0) {
-            return Err("patch_size, merge_size, temporal_patch_size and size must be positive".into());
+        if [
+            patch_size,
+            merge_size,
+            temporal_patch_size,
+            min_pixels,
+            max_pixels,
+        ]
+        .contains(&0)
+        {
+            return Err(
+                "patch_size, merge_size, temporal_patch_size and size must be positive".into(),
+            );
         }
         let code = match get("resample") {
             None => 3,
@@ -185,7 +205,9 @@ impl VisionPreprocessor {
     /// the aspect ratio kept as closely as possible. Aspect ratios above 200 are refused.
     pub fn smart_resize(&self, height: usize, width: usize) -> Result<(usize, usize)> {
         if height == 0 || width == 0 {
-            return Err(ModelError::InvalidInput(format!("image is {width}x{height} pixels")));
+            return Err(ModelError::InvalidInput(format!(
+                "image is {width}x{height} pixels"
+            )));
         }
         let factor = self.patch_size * self.merge_size;
         let (h, w, f) = (height as f64, width as f64, factor as f64);
@@ -328,12 +350,12 @@ mod tests {
         // computed with transformers' `smart_resize`.
         let pre = VisionPreprocessor::default();
         let cases = [
-            ((70, 70), (56, 56)),     // 2.5 rounds to 2 (half to even), not 3
-            ((98, 126), (112, 112)),  // 3.5 -> 4 and 4.5 -> 4
-            ((140, 70), (140, 56)),   // 5 and 2.5 -> 2
-            ((42, 98), (56, 112)),    // 1.5 -> 2, 3.5 -> 4
-            ((10, 20), (56, 84)),     // below min_pixels: ceil branch
-            ((37, 100), (28, 112)),   // ceil branch
+            ((70, 70), (56, 56)),        // 2.5 rounds to 2 (half to even), not 3
+            ((98, 126), (112, 112)),     // 3.5 -> 4 and 4.5 -> 4
+            ((140, 70), (140, 56)),      // 5 and 2.5 -> 2
+            ((42, 98), (56, 112)),       // 1.5 -> 2, 3.5 -> 4
+            ((10, 20), (56, 84)),        // below min_pixels: ceil branch
+            ((37, 100), (28, 112)),      // ceil branch
             ((4000, 3000), (1148, 840)), // above max_pixels: floor branch
             ((1080, 1920), (728, 1316)),
             ((1000, 1000), (980, 980)),
@@ -371,12 +393,17 @@ mod tests {
     #[test]
     fn golden_pixel_values() {
         for name in ["qwen3vl-a", "qwen3vl-b"] {
-            let config = fixtures().join("models").join(name).join("preprocessor_config.json");
+            let config = fixtures()
+                .join("models")
+                .join(name)
+                .join("preprocessor_config.json");
             let pre = VisionPreprocessor::from_file(&config).unwrap();
             let golden_dir = fixtures().join("golden");
-            let golden =
-                candle_core::safetensors::load(golden_dir.join(format!("{name}.safetensors")), &Device::Cpu)
-                    .unwrap();
+            let golden = candle_core::safetensors::load(
+                golden_dir.join(format!("{name}.safetensors")),
+                &Device::Cpu,
+            )
+            .unwrap();
             let meta: Value = serde_json::from_str(
                 &std::fs::read_to_string(golden_dir.join(format!("{name}.json"))).unwrap(),
             )
@@ -384,7 +411,9 @@ mod tests {
             let images = meta["images"].as_object().unwrap();
             assert_eq!(images.len(), 6);
             for (stem, info) in images {
-                let file = fixtures().join("images").join(info["file"].as_str().unwrap());
+                let file = fixtures()
+                    .join("images")
+                    .join(info["file"].as_str().unwrap());
                 let image = crate::decode_file(&file, &crate::DecodeLimits::default()).unwrap();
                 let (w, h) = image.dimensions();
                 let resized = pre.smart_resize(h as usize, w as usize).unwrap();
