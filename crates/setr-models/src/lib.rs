@@ -16,6 +16,7 @@ mod error;
 pub mod lora;
 mod preprocess;
 pub mod qwen3vl;
+mod reranker;
 pub mod resize;
 mod siglip;
 mod source;
@@ -27,6 +28,7 @@ pub use encoder::{device, EncoderOptions, Family, ImageTextEncoder, Precision};
 pub use error::ModelError;
 pub use image::RgbImage;
 pub use preprocess::{Preprocessor, ResizeTo};
+pub use reranker::{RerankerOptions, VlmReranker, YesNo};
 pub use source::{fingerprint, offline_from_env, resolve, Checkpoint};
 pub use tokenize::{Padding, TextTokenizer, TokenBatch};
 
