@@ -7,6 +7,7 @@ mod bench;
 mod bench_encode;
 mod encode;
 mod random;
+mod rerank;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,8 @@ struct SearchArgs {
     k: usize,
     #[command(flatten)]
     model: encode::ModelArgs,
+    #[command(flatten)]
+    rerank: rerank::RerankArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,7 +209,15 @@ fn search(args: SearchArgs) -> Result<()> {
         image: side(args.like, &args.image_embedding)?,
         text: side(args.text_like, &args.text_embedding)?,
     };
-    let (mut load_ms, mut encode_ms) = (0.0, 0.0);
+    let mut timings = serde_json::Map::new();
+    let mut ms = |name: &str, since: Instant| {
+        timings.insert(
+            format!("{name}_ms"),
+            json!(since.elapsed().as_secs_f64() * 1e3),
+        );
+    };
+    // The decoded reference image, kept for the reranker.
+    let mut reference_image = None;
     if args.image.is_some() || args.text.is_some() {
         let started = Instant::now();
         // The store's own model unless --model says otherwise; either way the store
@@ -217,37 +228,77 @@ fn search(args: SearchArgs) -> Result<()> {
         )?;
         let encoder = args.model.load(Some(&reference))?;
         store.check_model(encoder.identity())?;
-        load_ms = started.elapsed().as_secs_f64() * 1e3;
+        ms("load_encoder", started);
         let started = Instant::now();
         if let Some(path) = &args.image {
             let image = setr_models::decode_file(path, &args.model.limits())
                 .with_context(|| format!("reading {}", path.display()))?;
-            query.image = encoder.embed_images(&[image])?.pop();
+            query.image = encoder.embed_images(std::slice::from_ref(&image))?.pop();
+            reference_image = Some(image);
         }
         if let Some(text) = &args.text {
             query.text = encoder.embed_texts(&[text])?.pop();
         }
-        encode_ms = started.elapsed().as_secs_f64() * 1e3;
+        ms("encode", started);
     }
-    let started = Instant::now();
-    // At most k results: a k beyond the gallery returns the whole gallery, ranked.
+    // At most k results: a k beyond the gallery returns the whole gallery, ranked. With
+    // reranking, the coarse stage keeps rerank-k candidates (at least k).
     let k = args.k.min(store.len()).max(1);
-    let hits = store.search(&[query], args.strategy, k)?;
-    let elapsed = started.elapsed();
-    let results: Vec<_> = hits
+    let coarse_k = if args.rerank.enabled {
+        args.rerank.rerank_k.max(k).min(store.len()).max(1)
+    } else {
+        k
+    };
+    let started = Instant::now();
+    let hits: Vec<setr_core::Hit> = store
+        .search(&[query], args.strategy, coarse_k)?
         .into_iter()
         .flatten()
-        .map(|h| {
-            let source = store.get(h.id).ok().and_then(|r| r.source_path);
-            json!({ "id": h.id, "score": h.score, "source_path": source })
-        })
         .collect();
+    ms("coarse", started);
+    let source = |id: ImageId| store.get(id).ok().and_then(|r| r.source_path);
+    let results: Vec<serde_json::Value> = if args.rerank.enabled {
+        let reference_image = match (reference_image, args.like) {
+            (Some(image), _) => image,
+            (None, Some(id)) => {
+                let path = source(ImageId(id)).context("the --like image has no stored file")?;
+                setr_models::decode_file(std::path::Path::new(&path), &args.model.limits())
+                    .with_context(|| format!("reading {path}"))?
+            }
+            (None, None) => bail!("reranking needs a reference image (--image or --like)"),
+        };
+        let text = args
+            .text
+            .as_deref()
+            .context("reranking needs a modification text (--text)")?;
+        let ranked = rerank::run(
+            &args.rerank,
+            &store,
+            &hits,
+            &reference_image,
+            text,
+            &mut timings,
+        )?;
+        ranked
+            .into_iter()
+            .take(k)
+            .map(|r| {
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                v["source_path"] = json!(source(r.id));
+                v
+            })
+            .collect()
+    } else {
+        hits.iter()
+            .map(|h| json!({ "id": h.id, "score": h.score, "source_path": source(h.id) }))
+            .collect()
+    };
     let out = json!({
         "strategy": args.strategy,
         "backend": store.backend_name(),
         "gallery": store.len(),
         "results": results,
-        "timings": { "load_model_ms": load_ms, "encode_ms": encode_ms, "search_ms": elapsed.as_secs_f64() * 1e3 },
+        "timings": timings,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
