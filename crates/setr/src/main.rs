@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_encode;
+mod bench_rerank;
 mod encode;
 mod random;
 mod rerank;
@@ -34,7 +35,7 @@ enum Command {
     Synth(SynthArgs),
     /// Coarse search of a store: reference image and/or modification text (encoded by the
     /// store's model), or stored/raw embeddings; prints ranked JSON.
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// Embed images and/or texts with a CLIP or SigLIP checkpoint; prints JSON.
     Embed(encode::EmbedArgs),
     /// Add every image under a directory to a store (idempotent: duplicates by content
@@ -116,6 +117,8 @@ enum BenchCommand {
     Search(bench::SearchBenchArgs),
     /// CLIP encoder images/s and texts/s on CPU against transformers + torch.
     Encode(bench_encode::EncodeBenchArgs),
+    /// Qwen3-VL reranker latency per query, with and without the shared prefix.
+    Rerank(bench_rerank::RerankBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,11 +141,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth(args),
-        Command::Search(args) => search(args),
+        Command::Search(args) => search(*args),
         Command::Embed(args) => encode::embed(args),
         Command::Index(args) => encode::index(args),
         Command::Bench(BenchCommand::Search(args)) => bench::search(args),
         Command::Bench(BenchCommand::Encode(args)) => bench_encode::encode(args),
+        Command::Bench(BenchCommand::Rerank(args)) => bench_rerank::rerank(args),
     }
 }
 
