@@ -316,6 +316,51 @@ fn rerank_reorders_candidates_and_flags_unreadable_ones() {
             out["timings"]
         );
     }
+    // Weighted fusion: score = w * P(Yes) + (1 - w) * min-max normalised coarse score over
+    // the candidates, and results ordered by it (unreadable ones at their coarse rank).
+    let (ok, out, err) = setr(&[
+        "search",
+        "--store",
+        store,
+        "--image",
+        query.to_str().unwrap(),
+        "--text",
+        "make it red",
+        "--rerank",
+        "--reranker-model",
+        &model("qwen3vl-a"),
+        "--rerank-k",
+        "10",
+        "--k",
+        "5",
+        "--rerank-weight",
+        "0.25",
+    ]);
+    assert!(ok, "{err}");
+    let results = out["results"].as_array().unwrap();
+    let coarse: Vec<f64> = results
+        .iter()
+        .map(|r| r["coarse_score"].as_f64().unwrap())
+        .collect();
+    let (lo, hi) = coarse
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &c| (l.min(c), h.max(c)));
+    let mut previous = f64::INFINITY;
+    for r in results {
+        let norm = (r["coarse_score"].as_f64().unwrap() - lo) / (hi - lo);
+        let score = r["score"].as_f64().unwrap();
+        match r["rerank_score"].as_f64() {
+            Some(p) => {
+                assert!((score - (0.25 * p + 0.75 * norm)).abs() < 1e-4, "{r}");
+                assert!(
+                    score <= previous + 1e-9,
+                    "not ordered by the final score: {results:?}"
+                );
+                previous = score;
+            }
+            None => assert_eq!(r["rank"], r["coarse_rank"], "{r}"),
+        }
+    }
     // Reranking needs the modification text.
     let (ok, _, err) = setr(&[
         "search",
