@@ -41,6 +41,9 @@ enum Command {
     /// Add every image under a directory to a store (idempotent: duplicates by content
     /// are skipped, so an interrupted run can simply be rerun).
     Index(encode::IndexArgs),
+    /// Reranker plugins: what loads and what is refused, and why.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
     /// Measure performance; prints a table.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -112,6 +115,12 @@ struct SearchArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// Lists the built-in rerankers, the loaded plugins and the refused ones (JSON).
+    List(rerank::PluginArgs),
+}
+
+#[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// CPU coarse search against faiss-cpu (IndexFlatIP) on the same data and threads.
     Search(bench::SearchBenchArgs),
@@ -143,6 +152,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth(args),
         Command::Search(args) => search(*args),
         Command::Embed(args) => encode::embed(args),
+        Command::Plugins(PluginsCommand::List(args)) => {
+            let set = args.load(&[rerank::VLM])?;
+            let out = json!({
+                "builtin": [{ "name": rerank::VLM, "description": "Qwen3-VL Yes/No: P(Yes) that the candidate is the reference after the modification" }],
+                "loaded": set.infos(),
+                "refused": set.refused,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         Command::Index(args) => encode::index(args),
         Command::Bench(BenchCommand::Search(args)) => bench::search(args),
         Command::Bench(BenchCommand::Encode(args)) => bench_encode::encode(args),
@@ -248,7 +267,7 @@ fn search(args: SearchArgs) -> Result<()> {
     // At most k results: a k beyond the gallery returns the whole gallery, ranked. With
     // reranking, the coarse stage keeps rerank-k candidates (at least k).
     let k = args.k.min(store.len()).max(1);
-    let coarse_k = if args.rerank.enabled {
+    let coarse_k = if args.rerank.active() {
         args.rerank.rerank_k.max(k).min(store.len()).max(1)
     } else {
         k
@@ -261,34 +280,40 @@ fn search(args: SearchArgs) -> Result<()> {
         .collect();
     ms("coarse", started);
     let source = |id: ImageId| store.get(id).ok().and_then(|r| r.source_path);
-    let results: Vec<serde_json::Value> = if args.rerank.enabled {
+    let mut reranker_errors = Vec::new();
+    let results: Vec<serde_json::Value> = if args.rerank.active() {
         let reference_image = match (reference_image, args.like) {
-            (Some(image), _) => image,
+            (Some(image), _) => Some(image),
             (None, Some(id)) => {
                 let path = source(ImageId(id)).context("the --like image has no stored file")?;
-                setr_models::decode_file(std::path::Path::new(&path), &args.model.limits())
-                    .with_context(|| format!("reading {path}"))?
+                Some(
+                    setr_models::decode_file(std::path::Path::new(&path), &args.model.limits())
+                        .with_context(|| format!("reading {path}"))?,
+                )
             }
-            (None, None) => bail!("reranking needs a reference image (--image or --like)"),
+            (None, None) => None,
         };
         let text = args
             .text
             .as_deref()
             .context("reranking needs a modification text (--text)")?;
-        let ranked = rerank::run(
+        let chained = rerank::run(
             &args.rerank,
             &store,
             &hits,
-            &reference_image,
+            reference_image.as_ref(),
             text,
             &mut timings,
         )?;
-        ranked
+        reranker_errors = chained.errors;
+        chained
+            .ranked
             .into_iter()
             .take(k)
             .map(|r| {
                 let mut v = serde_json::to_value(&r).unwrap_or_default();
                 v["source_path"] = json!(source(r.id));
+                v["rerank_scores"] = json!(chained.scores.get(&r.id.0));
                 v
             })
             .collect()
@@ -302,6 +327,7 @@ fn search(args: SearchArgs) -> Result<()> {
         "backend": store.backend_name(),
         "gallery": store.len(),
         "results": results,
+        "reranker_errors": reranker_errors,
         "timings": timings,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -11,13 +11,69 @@ use setr_models::{
     decode_file, qwen3vl::prompt::PromptTemplate, DecodeLimits, Precision, RerankerOptions,
     RgbImage, VlmReranker,
 };
+use setr_plugins::PluginSet;
+
+/// Where plugins come from (shared by `setr search` and `setr plugins list`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PluginArgs {
+    /// Directory of reranker plugins (every shared library directly in it is loaded).
+    #[arg(long, env = "SETR_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// A reranker plugin library (repeatable).
+    #[arg(long = "plugin", env = "SETR_PLUGINS", value_delimiter = ',')]
+    pub plugins: Vec<PathBuf>,
+    /// A plugin's JSON configuration, `<file stem>=<json>` (repeatable), e.g.
+    /// `libsetr_colour_reranker={"tolerance": 60}`.
+    #[arg(long = "plugin-config")]
+    pub plugin_configs: Vec<String>,
+}
+
+impl PluginArgs {
+    /// Loads every configured plugin; refusals are recorded, not fatal. `reserved` are the
+    /// built-in reranker names.
+    pub fn load(&self, reserved: &[&str]) -> Result<PluginSet> {
+        let mut configs = std::collections::BTreeMap::new();
+        for entry in &self.plugin_configs {
+            let (stem, json) = entry
+                .split_once('=')
+                .with_context(|| format!("--plugin-config {entry}: expected <file stem>=<json>"))?;
+            let value: serde_json::Value = serde_json::from_str(json)
+                .with_context(|| format!("--plugin-config {stem}: not JSON"))?;
+            configs.insert(stem.to_owned(), value);
+        }
+        let mut libraries = match &self.plugin_dir {
+            Some(dir) => PluginSet::libraries_in(dir, &configs)
+                .with_context(|| format!("reading plugin directory {}", dir.display()))?,
+            None => Vec::new(),
+        };
+        for path in &self.plugins {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            let config = configs.get(stem).cloned().unwrap_or_else(|| json!({}));
+            libraries.push((path.clone(), config));
+        }
+        Ok(PluginSet::load(&libraries, reserved))
+    }
+}
+
+/// The built-in VLM reranker's name.
+pub const VLM: &str = "qwen3-vl";
 
 /// Second-stage options of `setr search`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RerankArgs {
-    /// Rerank the coarse candidates with the VLM (needs --image or --like, and --text).
+    /// Rerank the coarse candidates (with the VLM unless --reranker says otherwise; the
+    /// VLM needs --image or --like, and --text).
     #[arg(long = "rerank", env = "SETR_RERANK")]
     pub enabled: bool,
+    /// Rerankers to chain, in order: `qwen3-vl` (built in) or a plugin's name. Each
+    /// reranks the previous stage's order. Implies --rerank.
+    #[arg(long = "reranker", env = "SETR_RERANKERS", value_delimiter = ',')]
+    pub rerankers: Vec<String>,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
     /// Coarse candidates sent to the reranker (at least --k). Cost grows linearly.
     #[arg(long, env = "SETR_RERANK_K", default_value_t = 50)]
     pub rerank_k: usize,
@@ -50,27 +106,187 @@ fn view(i: &RgbImage) -> RgbView<'_> {
     }
 }
 
-/// Loads the reranker, decodes the candidates' stored files and fuses the scores.
+impl RerankArgs {
+    /// Whether a second stage runs.
+    pub fn active(&self) -> bool {
+        self.enabled || !self.rerankers.is_empty()
+    }
+}
+
+/// The chain's result: final ranking and per-reranker details.
+pub struct Chained {
+    /// Final ranking (coarse fields from the coarse stage).
+    pub ranked: Vec<Ranked>,
+    /// Per result id, each reranker's score.
+    pub scores: std::collections::HashMap<u64, serde_json::Map<String, serde_json::Value>>,
+    /// Rerankers that failed for this request, with why (their stage was skipped).
+    pub errors: Vec<serde_json::Value>,
+}
+
+/// Runs the reranker chain on the coarse `hits`: decodes the candidates' stored files
+/// (an unreadable one keeps its rank), loads the rerankers, fuses stage after stage.
 pub fn run(
     args: &RerankArgs,
     store: &Store,
     hits: &[Hit],
-    reference: &RgbImage,
+    reference: Option<&RgbImage>,
     text: &str,
     timings: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<Ranked>> {
+) -> Result<Chained> {
     let fusion = match args.rerank_weight {
         None => Fusion::RerankOnly,
         Some(w) if (0.0..=1.0).contains(&w) => Fusion::Weighted(w),
         Some(w) => anyhow::bail!("--rerank-weight {w} must be between 0 and 1"),
     };
+    let names: Vec<String> = if args.rerankers.is_empty() {
+        vec![VLM.to_owned()]
+    } else {
+        args.rerankers.clone()
+    };
+    let started = Instant::now();
+    let plugins = args.plugins.load(&[VLM])?;
+    for refused in &plugins.refused {
+        tracing::warn!(path = %refused.path.display(), why = %refused.why, "plugin refused");
+    }
+    let mut chain: Vec<Box<dyn Reranker>> = Vec::new();
+    let mut loaded_plugins: Vec<Option<setr_plugins::LoadedPlugin>> =
+        plugins.loaded.into_iter().map(Some).collect();
+    for name in &names {
+        if name == VLM {
+            chain.push(Box::new(load_vlm(args)?));
+        } else if let Some(slot) = loaded_plugins
+            .iter_mut()
+            .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
+        {
+            chain.push(Box::new(slot.take().context("a reranker listed twice")?));
+        } else {
+            let refused: Vec<String> = plugins
+                .refused
+                .iter()
+                .map(|r| format!("{}: {}", r.path.display(), r.why))
+                .collect();
+            anyhow::bail!(
+                "unknown reranker `{name}` (built in: {VLM}; refused plugins: {refused:?})"
+            );
+        }
+    }
+    timings.insert(
+        "load_rerankers_ms".into(),
+        json!(started.elapsed().as_secs_f64() * 1e3),
+    );
+    let started = Instant::now();
+    // A candidate whose file is gone or unreadable is flagged and keeps its coarse rank.
+    let images: std::collections::HashMap<u64, Result<RgbImage, String>> = hits
+        .iter()
+        .map(|h| {
+            let image = (|| {
+                let record = store.get(h.id).map_err(|e| e.to_string())?;
+                let path = record.source_path.ok_or("no stored file")?;
+                decode_file(std::path::Path::new(&path), &DecodeLimits::default())
+                    .map_err(|e| e.to_string())
+            })();
+            (h.id.0, image)
+        })
+        .collect();
+    let null = serde_json::Value::Null;
+    let query = RerankQuery {
+        text,
+        reference: reference.map(view),
+        reference_embedding: None,
+    };
+    let mut current: Vec<Hit> = hits.to_vec();
+    let mut ranked: Vec<Ranked> = Vec::new();
+    let mut scores: std::collections::HashMap<u64, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
+    let mut errors = Vec::new();
+    for reranker in &chain {
+        let candidates: Vec<RerankCandidate> = current
+            .iter()
+            .map(|h| RerankCandidate {
+                id: h.id,
+                image: images.get(&h.id.0).and_then(|i| i.as_ref().ok()).map(view),
+                embedding: None,
+                coarse_score: h.score,
+                metadata: &null,
+            })
+            .collect();
+        let stage_started = Instant::now();
+        match reranker.score(&query, &candidates) {
+            Ok(mut stage) => {
+                for (score, hit) in stage.iter_mut().zip(&current) {
+                    if let Some(Err(why)) = images.get(&hit.id.0) {
+                        *score = Err(format!("image unreadable: {why}"));
+                    }
+                    if let Ok(s) = score {
+                        scores
+                            .entry(hit.id.0)
+                            .or_default()
+                            .insert(reranker.name().to_owned(), json!(s));
+                    }
+                }
+                let stage_ranked = fuse(&current, &stage, fusion);
+                current = stage_ranked
+                    .iter()
+                    .map(|r| Hit {
+                        id: r.id,
+                        score: r.score,
+                    })
+                    .collect();
+                ranked = stage_ranked;
+            }
+            Err(e) => errors.push(json!({ "reranker": reranker.name(), "error": e.to_string() })),
+        }
+        timings.insert(
+            format!("rerank_{}_ms", reranker.name()),
+            json!(stage_started.elapsed().as_secs_f64() * 1e3),
+        );
+    }
+    timings.insert(
+        "rerank_ms".into(),
+        json!(started.elapsed().as_secs_f64() * 1e3),
+    );
+    if ranked.is_empty() {
+        // Every stage failed: the coarse order stands.
+        ranked = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Ranked {
+                id: h.id,
+                score: h.score,
+                coarse_score: h.score,
+                rerank_score: None,
+                coarse_rank: i,
+                rank: i,
+                not_reranked: Some("every reranker failed".into()),
+            })
+            .collect();
+    }
+    // Report coarse fields from the coarse stage, not from the previous stage.
+    let coarse: std::collections::HashMap<u64, (usize, f32)> = hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.id.0, (i, h.score)))
+        .collect();
+    for r in &mut ranked {
+        if let Some(&(rank, score)) = coarse.get(&r.id.0) {
+            r.coarse_rank = rank;
+            r.coarse_score = score;
+        }
+    }
+    Ok(Chained {
+        ranked,
+        scores,
+        errors,
+    })
+}
+
+fn load_vlm(args: &RerankArgs) -> Result<VlmReranker> {
     let model = args
         .reranker_model
         .as_deref()
-        .context("--rerank needs --reranker-model <dir|hub id>")?;
-    let started = Instant::now();
+        .context("the qwen3-vl reranker needs --reranker-model <dir|hub id>")?;
     let precision: Precision = args.reranker_precision.parse()?;
-    let reranker = VlmReranker::load(
+    VlmReranker::load(
         model,
         &RerankerOptions {
             precision,
@@ -83,48 +299,5 @@ pub fn run(
             ..RerankerOptions::default()
         },
     )
-    .with_context(|| format!("loading reranker {model}"))?;
-    timings.insert(
-        "load_reranker_ms".into(),
-        json!(started.elapsed().as_secs_f64() * 1e3),
-    );
-    let started = Instant::now();
-    // A candidate whose file is gone or unreadable is flagged and keeps its coarse rank.
-    let images: Vec<Result<RgbImage, String>> = hits
-        .iter()
-        .map(|h| {
-            let record = store.get(h.id).map_err(|e| e.to_string())?;
-            let path = record.source_path.ok_or("no stored file")?;
-            decode_file(std::path::Path::new(&path), &DecodeLimits::default())
-                .map_err(|e| e.to_string())
-        })
-        .collect();
-    let null = serde_json::Value::Null;
-    let candidates: Vec<RerankCandidate> = hits
-        .iter()
-        .zip(&images)
-        .map(|(h, image)| RerankCandidate {
-            id: h.id,
-            image: image.as_ref().ok().map(view),
-            embedding: None,
-            coarse_score: h.score,
-            metadata: &null,
-        })
-        .collect();
-    let query = RerankQuery {
-        text,
-        reference: Some(view(reference)),
-        reference_embedding: None,
-    };
-    let mut scores = reranker.score(&query, &candidates)?;
-    for (score, image) in scores.iter_mut().zip(&images) {
-        if let Err(why) = image {
-            *score = Err(format!("image unreadable: {why}"));
-        }
-    }
-    timings.insert(
-        "rerank_ms".into(),
-        json!(started.elapsed().as_secs_f64() * 1e3),
-    );
-    Ok(fuse(hits, &scores, fusion))
+    .with_context(|| format!("loading reranker {model}"))
 }

@@ -377,3 +377,144 @@ fn rerank_reorders_candidates_and_flags_unreadable_ones() {
     assert!(!ok);
     assert!(err.contains("--text"), "{err}");
 }
+
+fn plugin_lib(crate_name: &str) -> String {
+    let dir = Path::new(env!("CARGO_BIN_EXE_setr"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        path.is_file(),
+        "{} not built (run the tests with --workspace)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+#[test]
+fn plugin_rerankers_chain_and_a_failing_one_does_not_fail_the_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let store = store.to_str().unwrap();
+    let images = fixtures().join("images");
+    let (ok, _, err) = setr(&[
+        "index",
+        images.to_str().unwrap(),
+        "--store",
+        store,
+        "--model",
+        &model("clip-a"),
+    ]);
+    assert!(ok, "{err}");
+    let query = fixtures().join("images/landscape.png");
+    let colour = plugin_lib("setr-colour-reranker");
+    let testing = plugin_lib("setr-testing-plugin");
+    // Colour then VLM, chained.
+    let (ok, out, err) = setr(&[
+        "search",
+        "--store",
+        store,
+        "--image",
+        query.to_str().unwrap(),
+        "--text",
+        "make it red",
+        "--reranker",
+        "colour,qwen3-vl",
+        "--plugin",
+        &colour,
+        "--reranker-model",
+        &model("qwen3vl-a"),
+        "--k",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        if r["not_reranked"].is_null() {
+            assert!(r["rerank_scores"]["colour"].is_number(), "{r}");
+            assert!(r["rerank_scores"]["qwen3-vl"].is_number(), "{r}");
+        }
+    }
+    assert_eq!(out["reranker_errors"].as_array().unwrap().len(), 0);
+    // A plugin that panics fails only its own stage; the search still answers.
+    let config = format!(
+        "{}={{\"mode\": \"panic\"}}",
+        Path::new(&testing).file_stem().unwrap().to_str().unwrap()
+    );
+    let (ok, out, err) = setr(&[
+        "search",
+        "--store",
+        store,
+        "--image",
+        query.to_str().unwrap(),
+        "--text",
+        "make it red",
+        "--reranker",
+        "testing,colour",
+        "--plugin",
+        &testing,
+        "--plugin",
+        &colour,
+        "--plugin-config",
+        &config,
+        "--k",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out["results"].as_array().unwrap().len(), 3);
+    let errors = out["reranker_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["reranker"], "testing");
+    assert!(
+        errors[0]["error"].as_str().unwrap().contains("panicked"),
+        "{errors:?}"
+    );
+    // An unknown reranker name is a clear error.
+    let (ok, _, err) = setr(&[
+        "search",
+        "--store",
+        store,
+        "--image",
+        query.to_str().unwrap(),
+        "--text",
+        "x",
+        "--reranker",
+        "nope",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("unknown reranker `nope`"), "{err}");
+}
+
+#[test]
+fn plugins_list_shows_loaded_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("libjunk.so");
+    std::fs::write(&junk, "not a library").unwrap();
+    let colour = plugin_lib("setr-colour-reranker");
+    let (ok, out, err) = setr(&[
+        "plugins",
+        "list",
+        "--plugin",
+        &colour,
+        "--plugin",
+        junk.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out["builtin"][0]["name"], "qwen3-vl");
+    assert_eq!(out["loaded"][0]["name"], "colour");
+    assert_eq!(out["refused"].as_array().unwrap().len(), 1);
+    assert!(
+        out["refused"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("cannot load"),
+        "{out}"
+    );
+}
