@@ -159,79 +159,135 @@ struct Prepared {
     image: Result<RgbImage, String>,
 }
 
+/// What [`add_files`] did.
+pub struct AddedFiles {
+    /// Per input file, the id it is stored under (new or duplicate), or None if unreadable.
+    pub ids: Vec<Option<setr_core::ImageId>>,
+    /// Newly added.
+    pub added: usize,
+    /// Already stored (same bytes).
+    pub duplicates: usize,
+    /// `{path, error}` of each unreadable file.
+    pub unreadable: Vec<serde_json::Value>,
+}
+
+/// Adds `files` to `store`: read, hash, decode on all cores, skip stored content, embed in
+/// batches, one transaction per batch (an interrupted run resumes where it stopped).
+pub fn add_files(
+    store: &mut Store,
+    encoder: &ImageTextEncoder,
+    files: &[PathBuf],
+    batch: usize,
+    limits: &DecodeLimits,
+    bar: &indicatif::ProgressBar,
+) -> Result<AddedFiles> {
+    let mut out = AddedFiles {
+        ids: Vec::with_capacity(files.len()),
+        added: 0,
+        duplicates: 0,
+        unreadable: Vec::new(),
+    };
+    for chunk in files.chunks(batch.max(1)) {
+        let prepared = prepare(chunk, limits);
+        let mut pending = Vec::new(); // (position in out.ids, path, hash, w, h)
+        let mut images = Vec::new();
+        for p in prepared {
+            let existing = if p.hash.is_empty() {
+                None
+            } else {
+                store.find_by_hash(&p.hash)?
+            };
+            if let Some(id) = existing {
+                out.duplicates += 1;
+                out.ids.push(Some(id));
+                continue;
+            }
+            match p.image {
+                Ok(image) => {
+                    pending.push((out.ids.len(), p.path, p.hash, image.width(), image.height()));
+                    out.ids.push(None);
+                    images.push(image);
+                }
+                Err(why) => {
+                    out.unreadable.push(json!({ "path": p.path, "error": why }));
+                    out.ids.push(None);
+                }
+            }
+        }
+        if !images.is_empty() {
+            let embeddings = encoder.embed_images(&images)?;
+            let news = pending
+                .iter()
+                .zip(embeddings)
+                .map(|((_, path, hash, width, height), embedding)| NewImage {
+                    embedding,
+                    source_path: Some(path.display().to_string()),
+                    width: Some(*width),
+                    height: Some(*height),
+                    content_hash: Some(hash.clone()),
+                    metadata: serde_json::Value::Null,
+                })
+                .collect();
+            for ((slot, ..), outcome) in pending.iter().zip(store.add_batch(news)?) {
+                match outcome {
+                    AddOutcome::Added(_) => out.added += 1,
+                    AddOutcome::Duplicate(_) => out.duplicates += 1,
+                }
+                out.ids[*slot] = Some(outcome.id());
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    )
+}
+
+/// Opens the store at `path` checking it holds `encoder`'s embeddings, or creates it.
+pub fn open_store_for(path: &Path, encoder: &ImageTextEncoder) -> Result<Store> {
+    match Store::open(path) {
+        Ok(store) => {
+            store.check_model(encoder.identity())?;
+            Ok(store)
+        }
+        Err(setr_index::IndexError::Missing(_)) => {
+            let mut config = StoreConfig::new(encoder.dim());
+            config.model = Some(encoder.identity().clone());
+            Store::create(path, config).with_context(|| format!("creating {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
 pub fn index(args: IndexArgs) -> Result<()> {
     let started = Instant::now();
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());
     }
     let encoder = args.model.load(None)?;
-    let mut config = StoreConfig::new(encoder.dim());
-    config.model = Some(encoder.identity().clone());
     // An existing store must hold this model's embeddings; a new one records it.
-    let mut store = match Store::open(&args.store) {
-        Ok(store) => {
-            store.check_model(encoder.identity())?;
-            store
-        }
-        Err(setr_index::IndexError::Missing(_)) => Store::create(&args.store, config)
-            .with_context(|| format!("creating {}", args.store.display()))?,
-        Err(e) => return Err(e).with_context(|| format!("opening {}", args.store.display())),
-    };
+    let mut store = open_store_for(&args.store, &encoder)?;
     let files = image_files(&args.dir)?;
-    let limits = args.model.limits();
-    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} images ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let (mut added, mut duplicates) = (0usize, 0usize);
-    let mut unreadable: Vec<serde_json::Value> = Vec::new();
-    for chunk in files.chunks(args.model.batch.max(1)) {
-        let prepared = prepare(chunk, &limits);
-        let mut batch = Vec::new();
-        let mut images = Vec::new();
-        for p in prepared {
-            if !p.hash.is_empty() && store.find_by_hash(&p.hash)?.is_some() {
-                duplicates += 1;
-                continue;
-            }
-            match p.image {
-                Ok(image) => {
-                    batch.push((p.path, p.hash, image.width(), image.height()));
-                    images.push(image);
-                }
-                Err(why) => unreadable.push(json!({ "path": p.path, "error": why })),
-            }
-        }
-        if !images.is_empty() {
-            let embeddings = encoder.embed_images(&images)?;
-            let news = batch
-                .into_iter()
-                .zip(embeddings)
-                .map(|((path, hash, width, height), embedding)| NewImage {
-                    embedding,
-                    source_path: Some(path.display().to_string()),
-                    width: Some(width),
-                    height: Some(height),
-                    content_hash: Some(hash),
-                    metadata: serde_json::Value::Null,
-                })
-                .collect();
-            // One transaction per batch: an interrupted run keeps whole batches, and a
-            // rerun skips them by content hash.
-            for outcome in store.add_batch(news)? {
-                match outcome {
-                    AddOutcome::Added(_) => added += 1,
-                    AddOutcome::Duplicate(_) => duplicates += 1,
-                }
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
+    let bar = progress(files.len(), "images");
+    let done = add_files(
+        &mut store,
+        &encoder,
+        &files,
+        args.model.batch,
+        &args.model.limits(),
+        &bar,
+    )?;
     bar.finish_and_clear();
-    for u in &unreadable {
+    for u in &done.unreadable {
         eprintln!("unreadable: {} ({})", u["path"], u["error"]);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -239,12 +295,12 @@ pub fn index(args: IndexArgs) -> Result<()> {
         "store": args.store,
         "model": encoder.identity(),
         "files": files.len(),
-        "added": added,
-        "duplicates": duplicates,
-        "unreadable": unreadable,
+        "added": done.added,
+        "duplicates": done.duplicates,
+        "unreadable": done.unreadable,
         "gallery": store.len(),
         "seconds": seconds,
-        "images_per_second": added as f64 / seconds.max(1e-9),
+        "images_per_second": done.added as f64 / seconds.max(1e-9),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

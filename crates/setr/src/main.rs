@@ -297,14 +297,13 @@ fn search(args: SearchArgs) -> Result<()> {
             .text
             .as_deref()
             .context("reranking needs a modification text (--text)")?;
-        let chained = rerank::run(
-            &args.rerank,
-            &store,
-            &hits,
-            reference_image.as_ref(),
-            text,
-            &mut timings,
-        )?;
+        let started = Instant::now();
+        let chain = rerank::Chain::load(&args.rerank)?;
+        timings.insert(
+            "load_rerankers_ms".into(),
+            json!(started.elapsed().as_secs_f64() * 1e3),
+        );
+        let chained = chain.apply(&store, &hits, reference_image.as_ref(), text, &mut timings)?;
         reranker_errors = chained.errors;
         chained
             .ranked

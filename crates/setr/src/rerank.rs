@@ -123,161 +123,180 @@ pub struct Chained {
     pub errors: Vec<serde_json::Value>,
 }
 
-/// Runs the reranker chain on the coarse `hits`: decodes the candidates' stored files
-/// (an unreadable one keeps its rank), loads the rerankers, fuses stage after stage.
-pub fn run(
-    args: &RerankArgs,
-    store: &Store,
-    hits: &[Hit],
-    reference: Option<&RgbImage>,
-    text: &str,
-    timings: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Chained> {
-    let fusion = match args.rerank_weight {
-        None => Fusion::RerankOnly,
-        Some(w) if (0.0..=1.0).contains(&w) => Fusion::Weighted(w),
-        Some(w) => anyhow::bail!("--rerank-weight {w} must be between 0 and 1"),
-    };
-    let names: Vec<String> = if args.rerankers.is_empty() {
-        vec![VLM.to_owned()]
-    } else {
-        args.rerankers.clone()
-    };
-    let started = Instant::now();
-    let plugins = args.plugins.load(&[VLM])?;
-    for refused in &plugins.refused {
-        tracing::warn!(path = %refused.path.display(), why = %refused.why, "plugin refused");
-    }
-    let mut chain: Vec<Box<dyn Reranker>> = Vec::new();
-    let mut loaded_plugins: Vec<Option<setr_plugins::LoadedPlugin>> =
-        plugins.loaded.into_iter().map(Some).collect();
-    for name in &names {
-        if name == VLM {
-            chain.push(Box::new(load_vlm(args)?));
-        } else if let Some(slot) = loaded_plugins
-            .iter_mut()
-            .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
-        {
-            chain.push(Box::new(slot.take().context("a reranker listed twice")?));
+/// The loaded reranker chain and its fusion rule.
+pub struct Chain {
+    rerankers: Vec<Box<dyn Reranker>>,
+    fusion: Fusion,
+}
+
+impl Chain {
+    /// Loads the rerankers `args` names (default: the VLM), built-in or plugins.
+    pub fn load(args: &RerankArgs) -> Result<Chain> {
+        let fusion = match args.rerank_weight {
+            None => Fusion::RerankOnly,
+            Some(w) if (0.0..=1.0).contains(&w) => Fusion::Weighted(w),
+            Some(w) => anyhow::bail!("--rerank-weight {w} must be between 0 and 1"),
+        };
+        let names: Vec<String> = if args.rerankers.is_empty() {
+            vec![VLM.to_owned()]
         } else {
-            let refused: Vec<String> = plugins
-                .refused
+            args.rerankers.clone()
+        };
+        let plugins = args.plugins.load(&[VLM])?;
+        for refused in &plugins.refused {
+            tracing::warn!(path = %refused.path.display(), why = %refused.why, "plugin refused");
+        }
+        let refused: Vec<String> = plugins
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", r.path.display(), r.why))
+            .collect();
+        let mut available: Vec<Option<setr_plugins::LoadedPlugin>> =
+            plugins.loaded.into_iter().map(Some).collect();
+        let mut rerankers: Vec<Box<dyn Reranker>> = Vec::new();
+        for name in &names {
+            if name == VLM {
+                rerankers.push(Box::new(load_vlm(args)?));
+            } else if let Some(slot) = available
+                .iter_mut()
+                .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
+            {
+                rerankers.push(Box::new(slot.take().context("a reranker listed twice")?));
+            } else {
+                anyhow::bail!(
+                    "unknown reranker `{name}` (built in: {VLM}; refused plugins: {refused:?})"
+                );
+            }
+        }
+        Ok(Chain { rerankers, fusion })
+    }
+
+    /// Names, in order, joined by `+`.
+    pub fn label(&self) -> String {
+        self.rerankers
+            .iter()
+            .map(|r| r.name().to_owned())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// Reranks the coarse `hits` (best first): decodes the candidates' stored files (an
+    /// unreadable one keeps its rank), runs each reranker on the previous stage's order and
+    /// fuses. A reranker failing for this request is skipped and reported.
+    pub fn apply(
+        &self,
+        store: &Store,
+        hits: &[Hit],
+        reference: Option<&RgbImage>,
+        text: &str,
+        timings: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Chained> {
+        let started = Instant::now();
+        let images: std::collections::HashMap<u64, Result<RgbImage, String>> = hits
+            .iter()
+            .map(|h| {
+                let image = (|| {
+                    let record = store.get(h.id).map_err(|e| e.to_string())?;
+                    let path = record.source_path.ok_or("no stored file")?;
+                    decode_file(std::path::Path::new(&path), &DecodeLimits::default())
+                        .map_err(|e| e.to_string())
+                })();
+                (h.id.0, image)
+            })
+            .collect();
+        let null = serde_json::Value::Null;
+        let query = RerankQuery {
+            text,
+            reference: reference.map(view),
+            reference_embedding: None,
+        };
+        let mut current: Vec<Hit> = hits.to_vec();
+        let mut ranked: Vec<Ranked> = Vec::new();
+        let mut scores: std::collections::HashMap<u64, serde_json::Map<String, serde_json::Value>> =
+            Default::default();
+        let mut errors = Vec::new();
+        for reranker in &self.rerankers {
+            let candidates: Vec<RerankCandidate> = current
                 .iter()
-                .map(|r| format!("{}: {}", r.path.display(), r.why))
+                .map(|h| RerankCandidate {
+                    id: h.id,
+                    image: images.get(&h.id.0).and_then(|i| i.as_ref().ok()).map(view),
+                    embedding: None,
+                    coarse_score: h.score,
+                    metadata: &null,
+                })
                 .collect();
-            anyhow::bail!(
-                "unknown reranker `{name}` (built in: {VLM}; refused plugins: {refused:?})"
+            let stage_started = Instant::now();
+            match reranker.score(&query, &candidates) {
+                Ok(mut stage) => {
+                    for (score, hit) in stage.iter_mut().zip(&current) {
+                        if let Some(Err(why)) = images.get(&hit.id.0) {
+                            *score = Err(format!("image unreadable: {why}"));
+                        }
+                        if let Ok(s) = score {
+                            scores
+                                .entry(hit.id.0)
+                                .or_default()
+                                .insert(reranker.name().to_owned(), json!(s));
+                        }
+                    }
+                    let stage_ranked = fuse(&current, &stage, self.fusion);
+                    current = stage_ranked
+                        .iter()
+                        .map(|r| Hit {
+                            id: r.id,
+                            score: r.score,
+                        })
+                        .collect();
+                    ranked = stage_ranked;
+                }
+                Err(e) => {
+                    errors.push(json!({ "reranker": reranker.name(), "error": e.to_string() }))
+                }
+            }
+            timings.insert(
+                format!("rerank_{}_ms", reranker.name()),
+                json!(stage_started.elapsed().as_secs_f64() * 1e3),
             );
         }
-    }
-    timings.insert(
-        "load_rerankers_ms".into(),
-        json!(started.elapsed().as_secs_f64() * 1e3),
-    );
-    let started = Instant::now();
-    // A candidate whose file is gone or unreadable is flagged and keeps its coarse rank.
-    let images: std::collections::HashMap<u64, Result<RgbImage, String>> = hits
-        .iter()
-        .map(|h| {
-            let image = (|| {
-                let record = store.get(h.id).map_err(|e| e.to_string())?;
-                let path = record.source_path.ok_or("no stored file")?;
-                decode_file(std::path::Path::new(&path), &DecodeLimits::default())
-                    .map_err(|e| e.to_string())
-            })();
-            (h.id.0, image)
-        })
-        .collect();
-    let null = serde_json::Value::Null;
-    let query = RerankQuery {
-        text,
-        reference: reference.map(view),
-        reference_embedding: None,
-    };
-    let mut current: Vec<Hit> = hits.to_vec();
-    let mut ranked: Vec<Ranked> = Vec::new();
-    let mut scores: std::collections::HashMap<u64, serde_json::Map<String, serde_json::Value>> =
-        Default::default();
-    let mut errors = Vec::new();
-    for reranker in &chain {
-        let candidates: Vec<RerankCandidate> = current
-            .iter()
-            .map(|h| RerankCandidate {
-                id: h.id,
-                image: images.get(&h.id.0).and_then(|i| i.as_ref().ok()).map(view),
-                embedding: None,
-                coarse_score: h.score,
-                metadata: &null,
-            })
-            .collect();
-        let stage_started = Instant::now();
-        match reranker.score(&query, &candidates) {
-            Ok(mut stage) => {
-                for (score, hit) in stage.iter_mut().zip(&current) {
-                    if let Some(Err(why)) = images.get(&hit.id.0) {
-                        *score = Err(format!("image unreadable: {why}"));
-                    }
-                    if let Ok(s) = score {
-                        scores
-                            .entry(hit.id.0)
-                            .or_default()
-                            .insert(reranker.name().to_owned(), json!(s));
-                    }
-                }
-                let stage_ranked = fuse(&current, &stage, fusion);
-                current = stage_ranked
-                    .iter()
-                    .map(|r| Hit {
-                        id: r.id,
-                        score: r.score,
-                    })
-                    .collect();
-                ranked = stage_ranked;
-            }
-            Err(e) => errors.push(json!({ "reranker": reranker.name(), "error": e.to_string() })),
-        }
         timings.insert(
-            format!("rerank_{}_ms", reranker.name()),
-            json!(stage_started.elapsed().as_secs_f64() * 1e3),
+            "rerank_ms".into(),
+            json!(started.elapsed().as_secs_f64() * 1e3),
         );
-    }
-    timings.insert(
-        "rerank_ms".into(),
-        json!(started.elapsed().as_secs_f64() * 1e3),
-    );
-    if ranked.is_empty() {
-        // Every stage failed: the coarse order stands.
-        ranked = hits
+        if ranked.is_empty() {
+            // Every stage failed: the coarse order stands.
+            ranked = hits
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Ranked {
+                    id: h.id,
+                    score: h.score,
+                    coarse_score: h.score,
+                    rerank_score: None,
+                    coarse_rank: i,
+                    rank: i,
+                    not_reranked: Some("every reranker failed".into()),
+                })
+                .collect();
+        }
+        // Coarse fields from the coarse stage, not from the previous stage.
+        let coarse: std::collections::HashMap<u64, (usize, f32)> = hits
             .iter()
             .enumerate()
-            .map(|(i, h)| Ranked {
-                id: h.id,
-                score: h.score,
-                coarse_score: h.score,
-                rerank_score: None,
-                coarse_rank: i,
-                rank: i,
-                not_reranked: Some("every reranker failed".into()),
-            })
+            .map(|(i, h)| (h.id.0, (i, h.score)))
             .collect();
-    }
-    // Report coarse fields from the coarse stage, not from the previous stage.
-    let coarse: std::collections::HashMap<u64, (usize, f32)> = hits
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.id.0, (i, h.score)))
-        .collect();
-    for r in &mut ranked {
-        if let Some(&(rank, score)) = coarse.get(&r.id.0) {
-            r.coarse_rank = rank;
-            r.coarse_score = score;
+        for r in &mut ranked {
+            if let Some(&(rank, score)) = coarse.get(&r.id.0) {
+                r.coarse_rank = rank;
+                r.coarse_score = score;
+            }
         }
+        Ok(Chained {
+            ranked,
+            scores,
+            errors,
+        })
     }
-    Ok(Chained {
-        ranked,
-        scores,
-        errors,
-    })
 }
 
 fn load_vlm(args: &RerankArgs) -> Result<VlmReranker> {
