@@ -486,7 +486,7 @@ pub(crate) fn check_queries(
                 ));
             }
         }
-        if excludes_reference && query.targets.iter().any(|t| *t == query.reference) {
+        if excludes_reference && query.targets.contains(&query.reference) {
             problems.push(Problem::for_query(
                 ProblemKind::TargetIsReference,
                 query,

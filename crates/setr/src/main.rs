@@ -7,6 +7,7 @@ mod bench;
 mod bench_encode;
 mod bench_rerank;
 mod encode;
+mod eval;
 mod random;
 mod rerank;
 
@@ -41,6 +42,9 @@ enum Command {
     /// Add every image under a directory to a store (idempotent: duplicates by content
     /// are skipped, so an interrupted run can simply be rerun).
     Index(encode::IndexArgs),
+    /// Score a benchmark split (CIRR, CIRCO, FashionIQ files) for every strategy and the
+    /// reranked intersection: an ablation table with per-stage latency.
+    Eval(Box<eval::EvalArgs>),
     /// Reranker plugins: what loads and what is refused, and why.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -152,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth(args),
         Command::Search(args) => search(*args),
         Command::Embed(args) => encode::embed(args),
+        Command::Eval(args) => eval::eval(*args),
         Command::Plugins(PluginsCommand::List(args)) => {
             let set = args.load(&[rerank::VLM])?;
             let out = json!({

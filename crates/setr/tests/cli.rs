@@ -518,3 +518,86 @@ fn plugins_list_shows_loaded_and_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn eval_scores_every_strategy_and_the_reranked_row_on_a_synthetic_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let synth = tmp.path().join("synth");
+    let (ok, _, err) = setr(&[
+        "synth",
+        "--out",
+        synth.to_str().unwrap(),
+        "--images",
+        "120",
+        "--seed",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    let json_out = tmp.path().join("eval.json");
+    let store = tmp.path().join("store");
+    let colour = plugin_lib("setr-colour-reranker");
+    let (ok, _, err) = setr(&[
+        "eval",
+        "--format",
+        "cirr",
+        "--annotations",
+        synth.to_str().unwrap(),
+        "--images",
+        synth.to_str().unwrap(),
+        "--model",
+        &model("clip-a"),
+        "--store",
+        store.to_str().unwrap(),
+        "--reranker",
+        "colour",
+        "--plugin",
+        &colour,
+        "--rerank-k",
+        "20",
+        "--json",
+        json_out.to_str().unwrap(),
+        "--submission",
+        tmp.path().join("sub").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let out: Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    let methods: Vec<&str> = out["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "image",
+            "text",
+            "union",
+            "intersection",
+            "intersection + colour"
+        ]
+    );
+    for row in out["rows"].as_array().unwrap() {
+        for key in [
+            "R@1",
+            "R@5",
+            "R@10",
+            "R@50",
+            "Rsubset@1",
+            "Rsubset@2",
+            "Rsubset@3",
+        ] {
+            let v = row["metrics"][key].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&v), "{key} {v}");
+        }
+        // Recall is monotone in K.
+        assert!(row["metrics"]["R@1"].as_f64() <= row["metrics"]["R@50"].as_f64());
+    }
+    assert!(out["queries"].as_u64().unwrap() > 0);
+    let sub: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("sub/intersection.recall.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sub["version"], "rc2");
+    assert_eq!(sub["metric"], "recall");
+}
