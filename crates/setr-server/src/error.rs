@@ -1,0 +1,107 @@
+//! One error type for every route, and the one place that maps it to an HTTP status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// What went wrong, by kind; the kind decides the status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed request (bad JSON, bad base64, missing field).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong API key.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// No such image.
+    #[error("{0}")]
+    NotFound(String),
+    /// Body or image over the configured limits.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Bytes that are not an image setr decodes.
+    #[error("{0}")]
+    UnsupportedImage(String),
+    /// Well-formed but unusable (wrong dimension, bad k, bad strategy...).
+    #[error("{0}")]
+    Validation(String),
+    /// Too many requests in flight.
+    #[error("overloaded: {0} requests in flight; retry later")]
+    Overloaded(usize),
+    /// Models or store not ready, or the feature is not configured.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an I/O failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The `type` field of the JSON body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedImage(_) => "unsupported_image",
+            ApiError::Validation(_) => "validation",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(json!({ "error": self.to_string(), "type": self.kind() }))
+    }
+}
+
+impl From<setr_index::IndexError> for ApiError {
+    fn from(e: setr_index::IndexError) -> Self {
+        use setr_index::IndexError as E;
+        match e {
+            E::UnknownId(_) => ApiError::NotFound(e.to_string()),
+            E::Core(_) | E::InvalidInput(_) | E::ModelMismatch { .. } => {
+                ApiError::Validation(e.to_string())
+            }
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<setr_core::CoreError> for ApiError {
+    fn from(e: setr_core::CoreError) -> Self {
+        ApiError::Validation(e.to_string())
+    }
+}
+
+impl From<setr_models::ModelError> for ApiError {
+    fn from(e: setr_models::ModelError) -> Self {
+        use setr_models::ModelError as E;
+        match e {
+            E::Decode(_) | E::UnsupportedFormat(_) => ApiError::UnsupportedImage(e.to_string()),
+            E::TooManyPixels { .. } => ApiError::TooLarge(e.to_string()),
+            E::InvalidInput(_) | E::Tokenizer(_) => ApiError::Validation(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}

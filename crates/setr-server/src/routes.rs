@@ -1,0 +1,463 @@
+//! The routes. Each handler: authorise, take an in-flight permit (429 when none is left),
+//! decode on the blocking pool, encode through the batcher, touch the store on the
+//! blocking pool, answer JSON with per-stage timings.
+
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use setr_core::{ComposedQuery, ImageId, Strategy};
+use setr_index::NewImage;
+use setr_models::{DecodeLimits, RgbImage};
+
+use crate::{ApiError, AppState, ServerConfig};
+
+type Data = web::Data<AppState>;
+
+pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
+    let limit = config.max_body_bytes;
+    let json = web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(move |err, _| {
+            let e = match &err {
+                actix_web::error::JsonPayloadError::Overflow { .. }
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::TooLarge(format!("request body over {limit} bytes"))
+                }
+                _ => ApiError::BadRequest(format!("invalid JSON body: {err}")),
+            };
+            e.into()
+        });
+    cfg.app_data(json)
+        .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/search", web::post().to(search))
+        .route("/v1/embed", web::post().to(embed))
+        .route("/v1/images", web::post().to(add_image))
+        .route("/v1/images", web::get().to(list_images))
+        .route("/v1/images/{id}", web::get().to(get_image))
+        .route("/v1/images/{id}", web::delete().to(delete_image));
+}
+
+/// Counts every response by route pattern and status, for /metrics.
+pub fn guard<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let fut = srv.call(req);
+    async move {
+        let res = fut.await?;
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        if let Some(state) = res.request().app_data::<Data>() {
+            if let Ok(mut counts) = state.requests.lock() {
+                *counts.entry((route, res.status().as_u16())).or_insert(0) += 1;
+            }
+        }
+        Ok(res)
+    }
+}
+
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(key) = &state.config.api_key else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the key must not leak through timing.
+    match given {
+        Some(g)
+            if g.len() == key.len()
+                && g.bytes()
+                    .zip(key.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0 =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn permit(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    state
+        .in_flight
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded(state.config.max_in_flight))
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+fn internal<E: std::fmt::Display>(e: E) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn ready(state: Data) -> Result<HttpResponse, ApiError> {
+    let images = state.store.lock().map_err(internal)?.len();
+    Ok(HttpResponse::Ok().json(json!({
+        "ready": true,
+        "images": images,
+        "model": state.encoder.as_ref().map(|e| e.encoder().identity().clone()),
+    })))
+}
+
+async fn metrics(state: Data) -> Result<HttpResponse, ApiError> {
+    let mut out = String::new();
+    out.push_str("# HELP setr_requests_total HTTP responses by route and status.\n# TYPE setr_requests_total counter\n");
+    for ((route, status), count) in state.requests.lock().map_err(internal)?.iter() {
+        out.push_str(&format!(
+            "setr_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}\n"
+        ));
+    }
+    let in_flight = state
+        .config
+        .max_in_flight
+        .saturating_sub(state.in_flight.available_permits());
+    out.push_str(&format!("# HELP setr_in_flight Requests being processed.\n# TYPE setr_in_flight gauge\nsetr_in_flight {in_flight}\n"));
+    let images = state.store.lock().map_err(internal)?.len();
+    out.push_str(&format!("# HELP setr_gallery_images Images in the gallery.\n# TYPE setr_gallery_images gauge\nsetr_gallery_images {images}\n"));
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out))
+}
+
+/// An image in a request: a stored id or base64 bytes. URLs are refused (no fetching).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageInput {
+    id: Option<u64>,
+    base64: Option<String>,
+    url: Option<String>,
+}
+
+async fn decode(state: &Data, b64: &str) -> Result<(RgbImage, Vec<u8>), ApiError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| ApiError::BadRequest(format!("image.base64 is not base64: {e}")))?;
+    let limits = DecodeLimits {
+        max_pixels: state.config.max_pixels,
+        ..DecodeLimits::default()
+    };
+    let (image, bytes) =
+        web::block(move || setr_models::decode_image(&bytes, &limits).map(|i| (i, bytes)))
+            .await
+            .map_err(internal)??;
+    Ok((image, bytes))
+}
+
+fn encoder(state: &Data) -> Result<&crate::EncoderHandle, ApiError> {
+    state.encoder.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("no model is configured: only stored ids can be searched".into())
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    image: Option<ImageInput>,
+    text: Option<String>,
+    strategy: Option<String>,
+    #[serde(default = "default_k")]
+    k: usize,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+async fn search(
+    req: HttpRequest,
+    state: Data,
+    body: web::Json<SearchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    let started = Instant::now();
+    let body = body.into_inner();
+    let mut timings = serde_json::Map::new();
+    let mut query = ComposedQuery {
+        image: None,
+        text: None,
+    };
+    if let Some(image) = &body.image {
+        if image.url.is_some() {
+            return Err(ApiError::Validation(
+                "image.url: fetching images by URL is disabled".into(),
+            ));
+        }
+        match (image.id, &image.base64) {
+            (Some(id), None) => {
+                let embedding = state
+                    .store
+                    .lock()
+                    .map_err(internal)?
+                    .embedding(ImageId(id))?;
+                query.image = Some(embedding);
+            }
+            (None, Some(b64)) => {
+                let t = Instant::now();
+                let (decoded, _) = decode(&state, b64).await?;
+                timings.insert("decode_ms".into(), json!(ms(t)));
+                let t = Instant::now();
+                query.image = Some(encoder(&state)?.image(decoded).await?);
+                timings.insert("encode_image_ms".into(), json!(ms(t)));
+            }
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "image needs exactly one of id or base64".into(),
+                ))
+            }
+        }
+    }
+    if let Some(text) = &body.text {
+        if text.trim().is_empty() {
+            return Err(ApiError::Validation("text is empty".into()));
+        }
+        let t = Instant::now();
+        query.text = Some(encoder(&state)?.text(text.clone()).await?);
+        timings.insert("encode_text_ms".into(), json!(ms(t)));
+    }
+    let strategy: Strategy = match &body.strategy {
+        Some(s) => s
+            .parse()
+            .map_err(|e: setr_core::CoreError| ApiError::Validation(e.to_string()))?,
+        None => match (&query.image, &query.text) {
+            (Some(_), Some(_)) => Strategy::default(),
+            (Some(_), None) => Strategy::Image,
+            (None, Some(_)) => Strategy::Text,
+            (None, None) => {
+                return Err(ApiError::Validation(
+                    "a search needs an image, a text or both".into(),
+                ))
+            }
+        },
+    };
+    if body.k == 0 || body.k > 10_000 {
+        return Err(ApiError::Validation(format!(
+            "k = {} must be between 1 and 10000",
+            body.k
+        )));
+    }
+    let t = Instant::now();
+    let st = state.clone();
+    let k = body.k;
+    let results = web::block(move || -> Result<Vec<serde_json::Value>, ApiError> {
+        let store = st.store.lock().map_err(internal)?;
+        if store.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hits = store.search(&[query], strategy, k.min(store.len()))?;
+        Ok(hits
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let record = store.get(h.id).ok();
+                json!({
+                    "id": h.id,
+                    "score": h.score,
+                    "coarse_score": h.score,
+                    "source_path": record.as_ref().and_then(|r| r.source_path.clone()),
+                    "metadata": record.map(|r| r.metadata),
+                })
+            })
+            .collect())
+    })
+    .await
+    .map_err(internal)??;
+    timings.insert("search_ms".into(), json!(ms(t)));
+    timings.insert("total_ms".into(), json!(ms(started)));
+    let server_timing: Vec<String> = timings
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{};dur={:.3}",
+                k.trim_end_matches("_ms"),
+                v.as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("Server-Timing", server_timing.join(", ")))
+        .json(json!({ "strategy": strategy, "results": results, "timings": timings })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbedRequest {
+    text: Option<String>,
+    image: Option<ImageInput>,
+}
+
+async fn embed(
+    req: HttpRequest,
+    state: Data,
+    body: web::Json<EmbedRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    let body = body.into_inner();
+    let encoder = encoder(&state)?;
+    let embedding = match (&body.text, &body.image) {
+        (Some(text), None) => encoder.text(text.clone()).await?,
+        (
+            None,
+            Some(ImageInput {
+                base64: Some(b64),
+                id: None,
+                url: None,
+            }),
+        ) => {
+            let (image, _) = decode(&state, b64).await?;
+            encoder.image(image).await?
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of text or image.base64".into(),
+            ))
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .json(json!({ "embedding": embedding, "model": encoder.encoder().identity() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddRequest {
+    base64: String,
+    #[serde(default)]
+    metadata: serde_json::Value,
+}
+
+async fn add_image(
+    req: HttpRequest,
+    state: Data,
+    body: web::Json<AddRequest>,
+) -> Result<HttpResponse, ApiError> {
+    use sha2_lite::hex_sha256;
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    let body = body.into_inner();
+    if !(body.metadata.is_null() || body.metadata.is_object()) {
+        return Err(ApiError::Validation(
+            "metadata must be a JSON object".into(),
+        ));
+    }
+    let (image, bytes) = decode(&state, &body.base64).await?;
+    let (width, height) = image.dimensions();
+    let embedding = encoder(&state)?.image(image).await?;
+    let st = state.clone();
+    let (id, duplicate) = web::block(move || -> Result<(ImageId, bool), ApiError> {
+        let mut store = st.store.lock().map_err(internal)?;
+        let hash = hex_sha256(&bytes);
+        // The bytes are kept beside the store so results can show and rerank them.
+        let dir = store.dir().join("uploads");
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        let path = dir.join(&hash);
+        if !path.exists() {
+            std::fs::write(&path, &bytes).map_err(internal)?;
+        }
+        let outcome = store.add(NewImage {
+            embedding,
+            source_path: Some(path.display().to_string()),
+            width: Some(width),
+            height: Some(height),
+            content_hash: Some(format!("sha256:{hash}")),
+            metadata: body.metadata,
+        })?;
+        Ok((
+            outcome.id(),
+            matches!(outcome, setr_index::AddOutcome::Duplicate(_)),
+        ))
+    })
+    .await
+    .map_err(internal)??;
+    let status = if duplicate {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status).json(json!({ "id": id, "duplicate": duplicate })))
+}
+
+async fn get_image(
+    req: HttpRequest,
+    state: Data,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let record = state.store.lock().map_err(internal)?.get(ImageId(*id))?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+async fn delete_image(
+    req: HttpRequest,
+    state: Data,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    let st = state.clone();
+    let id = *id;
+    web::block(move || -> Result<(), ApiError> {
+        Ok(st.store.lock().map_err(internal)?.delete(ImageId(id))?)
+    })
+    .await
+    .map_err(internal)??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn list_images(
+    req: HttpRequest,
+    state: Data,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    if page.limit > 1000 {
+        return Err(ApiError::Validation("limit is at most 1000".into()));
+    }
+    let store = state.store.lock().map_err(internal)?;
+    let images = store.list(page.offset, page.limit)?;
+    Ok(HttpResponse::Ok().json(json!({ "images": images, "total": store.len() })))
+}
+
+/// SHA-256 hex of bytes (the store's content hash).
+mod sha2_lite {
+    pub fn hex_sha256(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
