@@ -10,6 +10,7 @@ mod encode;
 mod eval;
 mod random;
 mod rerank;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The HTTP API and web page. With no arguments: the embedded demo (bundled demo
+    /// model, a synthetic gallery built on first start) on 127.0.0.1:8080.
+    Serve(Box<serve::ServeArgs>),
     /// Generate the synthetic composed-retrieval benchmark (images + CIRR/CIRCO
     /// annotations), or with --embeddings-only a store of random embeddings.
     Synth(SynthArgs),
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth(args),
         Command::Search(args) => search(*args),
         Command::Embed(args) => encode::embed(args),
+        Command::Serve(args) => serve::serve(*args),
         Command::Eval(args) => eval::eval(*args),
         Command::Plugins(PluginsCommand::List(args)) => {
             let set = args.load(&[rerank::VLM])?;

@@ -1,0 +1,290 @@
+//! `setr serve` end to end over real HTTP on loopback: a store indexed with the tiny CLIP
+//! fixture, auth on, every route, the error statuses, restart, and 429 under a burst.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(store: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_setr"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .args([
+            "--model",
+            fixtures().join("models/clip-a").to_str().unwrap(),
+            "--demo-images",
+            "0",
+        ])
+        .args(extra)
+        .env("HF_HUB_OFFLINE", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("serving on http://").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, addr }
+}
+
+/// One HTTP/1.1 request; returns (status, parsed JSON body or the raw text as a string).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status: u16 = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    // Chunked bodies: take the JSON between the first '{' and the last '}'.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b > a => {
+            serde_json::from_str(&body[a..=b]).unwrap_or(Value::String(body.into()))
+        }
+        _ => Value::String(body.into()),
+    };
+    (status, json)
+}
+
+fn b64(path: &Path) -> String {
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+}
+
+#[test]
+fn serve_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let images = fixtures().join("images");
+    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
+        .args([
+            "index",
+            images.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--model",
+        ])
+        .arg(fixtures().join("models/clip-a"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = Some("secret");
+    let server = start(&store, &["--api-key", "secret"]);
+    let a = server.addr.as_str();
+
+    assert_eq!(http(a, "GET", "/health", None, None).0, 200);
+    let (status, ready) = http(a, "GET", "/ready", None, None);
+    assert_eq!(status, 200, "{ready}");
+    let gallery = ready["images"].as_u64().unwrap();
+    assert!(gallery >= 8);
+
+    let search = json!({"image": {"id": 1}, "text": "make it red", "k": 3});
+    let (status, body) = http(a, "POST", "/v1/search", Some(&search), None);
+    assert_eq!((status, body["type"].as_str()), (401, Some("unauthorized")));
+    let (status, body) = http(a, "POST", "/v1/search", Some(&search), Some("wrong"));
+    assert_eq!(status, 401, "{body}");
+    for strategy in ["image", "text", "union", "intersection"] {
+        let q = json!({"image": {"id": 1}, "text": "make it red", "k": 3, "strategy": strategy});
+        let (status, body) = http(a, "POST", "/v1/search", Some(&q), key);
+        assert_eq!(status, 200, "{strategy}: {body}");
+        assert_eq!(body["results"].as_array().unwrap().len(), 3, "{body}");
+        assert!(body["timings"]["search_ms"].is_number());
+    }
+    // The reference image itself, uploaded as base64, finds itself first.
+    let landscape = images.join("landscape.png");
+    let q = json!({"image": {"base64": b64(&landscape)}, "k": 1});
+    let (status, body) = http(a, "POST", "/v1/search", Some(&q), key);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["results"][0]["source_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("landscape.png"),
+        "{body}"
+    );
+
+    // Error statuses.
+    let cases = [
+        (json!({"image": {"base64": "%%%"}}), 400, "bad_request"),
+        (
+            json!({"image": {"base64": b64(&images.join("corrupt.png"))}}),
+            415,
+            "unsupported_image",
+        ),
+        (
+            json!({"image": {"base64": b64(&images.join("huge_dims.png"))}}),
+            413,
+            "payload_too_large",
+        ),
+        (json!({"image": {"id": 1}, "k": 0}), 422, "validation"),
+        (
+            json!({"image": {"url": "http://example.com/x.png"}}),
+            422,
+            "validation",
+        ),
+        (json!({"image": {"id": 999_999}}), 404, "not_found"),
+        (json!({"unknown_field": 1}), 400, "bad_request"),
+    ];
+    for (body, status, kind) in cases {
+        let (s, b) = http(a, "POST", "/v1/search", Some(&body), key);
+        assert_eq!((s, b["type"].as_str()), (status, Some(kind)), "{body}: {b}");
+    }
+
+    // Images: add, duplicate, get, delete.
+    let tiny = images.join("tiny_40x30.png");
+    let tiny = if tiny.exists() {
+        tiny
+    } else {
+        images.join("grey.png")
+    };
+    let raw = image_bytes_variant(&tiny);
+    let add = json!({"base64": base64::engine::general_purpose::STANDARD.encode(&raw), "metadata": {"colour": "red"}});
+    let (status, added) = http(a, "POST", "/v1/images", Some(&add), key);
+    assert_eq!(status, 201, "{added}");
+    let id = added["id"].as_u64().unwrap();
+    let (status, again) = http(a, "POST", "/v1/images", Some(&add), key);
+    assert_eq!(
+        (status, again["duplicate"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
+    let (status, record) = http(a, "GET", &format!("/v1/images/{id}"), None, key);
+    assert_eq!(status, 200);
+    assert_eq!(record["metadata"]["colour"], "red");
+    let (status, list) = http(a, "GET", "/v1/images?offset=0&limit=5", None, key);
+    assert_eq!(status, 200);
+    assert_eq!(list["images"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        http(a, "DELETE", &format!("/v1/images/{id}"), None, key).0,
+        204
+    );
+    assert_eq!(
+        http(a, "GET", &format!("/v1/images/{id}"), None, key).0,
+        404
+    );
+
+    let (status, embed) = http(
+        a,
+        "POST",
+        "/v1/embed",
+        Some(&json!({"text": "a red circle"})),
+        key,
+    );
+    assert_eq!(status, 200, "{embed}");
+    assert_eq!(
+        embed["embedding"].as_array().unwrap().len() as u64,
+        embed["model"]["dim"].as_u64().unwrap()
+    );
+
+    let (status, metrics) = http(a, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default().to_owned() + &metrics.to_string();
+    assert!(text.contains("setr_requests_total"), "{text}");
+
+    // Restart: the same store answers the same way.
+    let (_, before) = http(a, "POST", "/v1/search", Some(&search), key);
+    drop(server);
+    let server = start(&store, &["--api-key", "secret"]);
+    let (status, after) = http(&server.addr, "POST", "/v1/search", Some(&search), key);
+    assert_eq!(status, 200);
+    assert_eq!(before["results"], after["results"]);
+}
+
+/// Bytes of an image that is not in the store yet (the same pixels re-encoded as BMP).
+fn image_bytes_variant(path: &Path) -> Vec<u8> {
+    let image = image_decode(path);
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut out, image::ImageFormat::Bmp)
+        .unwrap();
+    out.into_inner()
+}
+
+fn image_decode(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap().to_rgb8()
+}
+
+#[test]
+fn a_burst_beyond_the_in_flight_bound_gets_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
+        .args([
+            "index",
+            fixtures().join("images").to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--model",
+        ])
+        .arg(fixtures().join("models/clip-a"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let server = start(&store, &["--max-in-flight", "1"]);
+    // A large image keeps a request busy decoding; 32 at once cannot all fit in one slot.
+    let big = image::RgbImage::from_fn(1500, 1500, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(big)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let body = json!({"image": {"base64": base64::engine::general_purpose::STANDARD.encode(png.into_inner())}, "k": 1});
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| s.spawn(|| http(&server.addr, "POST", "/v1/search", Some(&body), None).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}
