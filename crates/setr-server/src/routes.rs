@@ -40,7 +40,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
         .route("/v1/images", web::post().to(add_image))
         .route("/v1/images", web::get().to(list_images))
         .route("/v1/images/{id}", web::get().to(get_image))
-        .route("/v1/images/{id}", web::delete().to(delete_image));
+        .route("/v1/images/{id}", web::delete().to(delete_image))
+        .route("/v1/images/{id}/thumbnail", web::get().to(thumbnail))
+        .route("/", web::get().to(page));
 }
 
 /// Counts every response by route pattern and status, for /metrics.
@@ -422,6 +424,43 @@ async fn delete_image(
     .await
     .map_err(internal)??;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The web page (plain HTML and JS, compiled into the binary: no build step).
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("../static/index.html"))
+}
+
+/// A PNG thumbnail (longest side 160 px) of a stored image's file.
+async fn thumbnail(
+    req: HttpRequest,
+    state: Data,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let record = state.store.lock().map_err(internal)?.get(ImageId(*id))?;
+    let path = record
+        .source_path
+        .ok_or_else(|| ApiError::NotFound(format!("image {} has no stored file", *id)))?;
+    let limits = DecodeLimits {
+        max_pixels: state.config.max_pixels,
+        ..DecodeLimits::default()
+    };
+    let png = web::block(move || -> Result<Vec<u8>, ApiError> {
+        let image = setr_models::decode_file(std::path::Path::new(&path), &limits)
+            .map_err(|e| ApiError::NotFound(format!("the stored file is unreadable: {e}")))?;
+        let thumb = image::DynamicImage::ImageRgb8(image).thumbnail(160, 160);
+        let mut out = std::io::Cursor::new(Vec::new());
+        thumb
+            .write_to(&mut out, image::ImageFormat::Png)
+            .map_err(internal)?;
+        Ok(out.into_inner())
+    })
+    .await
+    .map_err(internal)??;
+    Ok(HttpResponse::Ok().content_type("image/png").body(png))
 }
 
 #[derive(Deserialize)]

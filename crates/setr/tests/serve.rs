@@ -221,6 +221,23 @@ fn serve_end_to_end() {
         embed["model"]["dim"].as_u64().unwrap()
     );
 
+    let (status, page) = http(a, "GET", "/", None, None);
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str()
+            .unwrap_or_default()
+            .contains("<form id=\"query\""),
+        "{page}"
+    );
+    let mut stream = TcpStream::connect(a).unwrap();
+    write!(stream, "GET /v1/images/1/thumbnail HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let head = String::from_utf8_lossy(&raw[..raw.len().min(200)]).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("image/png"),
+        "{head}"
+    );
     let (status, metrics) = http(a, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
     let text = metrics.as_str().unwrap_or_default().to_owned() + &metrics.to_string();
