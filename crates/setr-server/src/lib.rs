@@ -8,6 +8,7 @@
 
 mod batcher;
 mod error;
+pub mod pipeline;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -71,6 +72,10 @@ pub struct AppState {
     pub in_flight: tokio::sync::Semaphore,
     /// `(route, status) -> count`, for /metrics.
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Available second-stage rerankers (built-in and plugins), by name.
+    pub rerankers: Vec<Box<dyn setr_core::Reranker>>,
+    /// Plugins refused at start, with why (shown by /v1/rerankers).
+    pub refused: Vec<serde_json::Value>,
 }
 
 impl AppState {
@@ -94,7 +99,20 @@ impl AppState {
             in_flight: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
             config,
             requests: Mutex::new(BTreeMap::new()),
+            rerankers: Vec::new(),
+            refused: Vec::new(),
         }
+    }
+
+    /// Adds the second-stage rerankers (and the refused plugins, for listings).
+    pub fn with_rerankers(
+        mut self,
+        rerankers: Vec<Box<dyn setr_core::Reranker>>,
+        refused: Vec<serde_json::Value>,
+    ) -> AppState {
+        self.rerankers = rerankers;
+        self.refused = refused;
+        self
     }
 }
 

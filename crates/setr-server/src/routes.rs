@@ -37,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/v1/search", web::post().to(search))
         .route("/v1/embed", web::post().to(embed))
+        .route("/v1/rerankers", web::get().to(rerankers))
         .route("/v1/images", web::post().to(add_image))
         .route("/v1/images", web::get().to(list_images))
         .route("/v1/images/{id}", web::get().to(get_image))
@@ -179,6 +180,39 @@ struct SearchRequest {
     strategy: Option<String>,
     #[serde(default = "default_k")]
     k: usize,
+    rerank: Option<RerankRequest>,
+}
+
+/// `rerank` of a search: the top `k` coarse candidates go through `rerankers` in order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerankRequest {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_rerank_k")]
+    k: usize,
+    /// Names, in order (default: every configured reranker, in configuration order).
+    rerankers: Option<Vec<String>>,
+    /// `w * rerank + (1 - w) * normalised previous score`; none = the rerank score alone.
+    weight: Option<f32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_rerank_k() -> usize {
+    50
+}
+
+async fn rerankers(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let names: Vec<_> = state
+        .rerankers
+        .iter()
+        .map(|r| json!({ "name": r.name() }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "rerankers": names, "refused": state.refused })))
 }
 
 fn default_k() -> usize {
@@ -199,6 +233,9 @@ async fn search(
         image: None,
         text: None,
     };
+    // The reference as an image, for the rerankers: uploaded bytes, or a stored id's file.
+    let mut reference_image: Option<RgbImage> = None;
+    let mut reference_id: Option<u64> = None;
     if let Some(image) = &body.image {
         if image.url.is_some() {
             return Err(ApiError::Validation(
@@ -213,12 +250,14 @@ async fn search(
                     .map_err(internal)?
                     .embedding(ImageId(id))?;
                 query.image = Some(embedding);
+                reference_id = Some(id);
             }
             (None, Some(b64)) => {
                 let t = Instant::now();
                 let (decoded, _) = decode(&state, b64).await?;
                 timings.insert("decode_ms".into(), json!(ms(t)));
                 let t = Instant::now();
+                reference_image = Some(decoded.clone());
                 query.image = Some(encoder(&state)?.image(decoded).await?);
                 timings.insert("encode_image_ms".into(), json!(ms(t)));
             }
@@ -258,33 +297,152 @@ async fn search(
             body.k
         )));
     }
+    let rerank = body.rerank.filter(|r| r.enabled);
+    if let Some(r) = &rerank {
+        if r.k == 0 || r.k > 1000 {
+            return Err(ApiError::Validation(format!(
+                "rerank.k = {} must be between 1 and 1000",
+                r.k
+            )));
+        }
+        if let Some(w) = r.weight {
+            if !(0.0..=1.0).contains(&w) {
+                return Err(ApiError::Validation(format!(
+                    "rerank.weight = {w} must be in [0, 1]"
+                )));
+            }
+        }
+        let names = r.rerankers.clone().unwrap_or_default();
+        if state.rerankers.is_empty() {
+            return Err(ApiError::Unavailable("no reranker is configured".into()));
+        }
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !state.rerankers.iter().any(|r| r.name() == n.as_str()))
+        {
+            return Err(ApiError::Validation(format!(
+                "unknown reranker `{unknown}` (see /v1/rerankers)"
+            )));
+        }
+    }
     let t = Instant::now();
     let st = state.clone();
     let k = body.k;
-    let results = web::block(move || -> Result<Vec<serde_json::Value>, ApiError> {
-        let store = st.store.lock().map_err(internal)?;
-        if store.is_empty() {
-            return Ok(Vec::new());
-        }
-        let hits = store.search(&[query], strategy, k.min(store.len()))?;
-        Ok(hits
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                let record = store.get(h.id).ok();
-                json!({
-                    "id": h.id,
-                    "score": h.score,
-                    "coarse_score": h.score,
-                    "source_path": record.as_ref().and_then(|r| r.source_path.clone()),
-                    "metadata": record.map(|r| r.metadata),
-                })
-            })
-            .collect())
-    })
+    let coarse_k = rerank.as_ref().map_or(k, |r| r.k.max(k));
+    let (hits, paths) = web::block(
+        move || -> Result<(Vec<setr_core::Hit>, Vec<(ImageId, Option<String>)>), ApiError> {
+            let store = st.store.lock().map_err(internal)?;
+            if store.is_empty() {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let hits: Vec<setr_core::Hit> = store
+                .search(&[query], strategy, coarse_k.min(store.len()))?
+                .into_iter()
+                .flatten()
+                .collect();
+            let paths = hits
+                .iter()
+                .map(|h| (h.id, store.get(h.id).ok().and_then(|r| r.source_path)))
+                .collect();
+            Ok((hits, paths))
+        },
+    )
     .await
     .map_err(internal)??;
     timings.insert("search_ms".into(), json!(ms(t)));
+    let mut reranker_errors = Vec::new();
+    let ranked: Vec<setr_core::Ranked> = match rerank {
+        Some(r) => {
+            let t = Instant::now();
+            let st = state.clone();
+            let text = body.text.clone().unwrap_or_default();
+            let limits = DecodeLimits {
+                max_pixels: state.config.max_pixels,
+                ..DecodeLimits::default()
+            };
+            let reference_path = match reference_id {
+                Some(id) => {
+                    state
+                        .store
+                        .lock()
+                        .map_err(internal)?
+                        .get(ImageId(id))?
+                        .source_path
+                }
+                None => None,
+            };
+            let (chained, stage_timings) = web::block(move || {
+                let images = crate::pipeline::load_images(&paths, &limits);
+                let reference = reference_image.or_else(|| {
+                    reference_path.and_then(|p| {
+                        setr_models::decode_file(std::path::Path::new(&p), &limits).ok()
+                    })
+                });
+                let names = r.rerankers.unwrap_or_default();
+                let chain: Vec<&dyn setr_core::Reranker> = if names.is_empty() {
+                    st.rerankers.iter().map(|r| r.as_ref()).collect()
+                } else {
+                    names
+                        .iter()
+                        .filter_map(|n| {
+                            st.rerankers
+                                .iter()
+                                .find(|r| r.name() == n.as_str())
+                                .map(|r| r.as_ref())
+                        })
+                        .collect()
+                };
+                let fusion = r
+                    .weight
+                    .map_or(setr_core::Fusion::RerankOnly, setr_core::Fusion::Weighted);
+                let mut stage_timings = serde_json::Map::new();
+                let chained = crate::pipeline::rerank(
+                    &chain,
+                    fusion,
+                    &hits,
+                    &images,
+                    reference.as_ref(),
+                    &text,
+                    &mut stage_timings,
+                );
+                (chained, stage_timings)
+            })
+            .await
+            .map_err(internal)?;
+            timings.extend(stage_timings);
+            timings.insert("rerank_total_ms".into(), json!(ms(t)));
+            reranker_errors = chained.errors;
+            chained.ranked
+        }
+        None => hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| setr_core::Ranked {
+                id: h.id,
+                score: h.score,
+                coarse_score: h.score,
+                rerank_score: None,
+                coarse_rank: i,
+                rank: i,
+                not_reranked: None,
+            })
+            .collect(),
+    };
+    let results: Vec<serde_json::Value> = {
+        let store = state.store.lock().map_err(internal)?;
+        ranked
+            .into_iter()
+            .take(k)
+            .map(|r| {
+                let record = store.get(r.id).ok();
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                v["source_path"] = json!(record.as_ref().and_then(|x| x.source_path.clone()));
+                v["metadata"] = json!(record.map(|x| x.metadata));
+                v
+            })
+            .collect()
+    };
+
     timings.insert("total_ms".into(), json!(ms(started)));
     let server_timing: Vec<String> = timings
         .iter()
@@ -298,7 +456,7 @@ async fn search(
         .collect();
     Ok(HttpResponse::Ok()
         .insert_header(("Server-Timing", server_timing.join(", ")))
-        .json(json!({ "strategy": strategy, "results": results, "timings": timings })))
+        .json(json!({ "strategy": strategy, "results": results, "reranker_errors": reranker_errors, "timings": timings })))
 }
 
 #[derive(Deserialize)]

@@ -1,17 +1,17 @@
 //! `setr search --rerank`: the second stage on the coarse candidates of a store.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use setr_core::{fuse, Fusion, Hit, Ranked, RerankCandidate, RerankQuery, Reranker, RgbView};
+use setr_core::{Fusion, Hit, Reranker};
 use setr_index::Store;
 use setr_models::{
-    decode_file, qwen3vl::prompt::PromptTemplate, DecodeLimits, Precision, RerankerOptions,
-    RgbImage, VlmReranker,
+    qwen3vl::prompt::PromptTemplate, DecodeLimits, Precision, RerankerOptions, RgbImage,
+    VlmReranker,
 };
 use setr_plugins::PluginSet;
+use setr_server::pipeline::Chained;
 
 /// Where plugins come from (shared by `setr search` and `setr plugins list`).
 #[derive(clap::Args, Debug, Clone)]
@@ -98,29 +98,11 @@ pub struct RerankArgs {
     pub rerank_question: String,
 }
 
-fn view(i: &RgbImage) -> RgbView<'_> {
-    RgbView {
-        width: i.width(),
-        height: i.height(),
-        pixels: i.as_raw(),
-    }
-}
-
 impl RerankArgs {
     /// Whether a second stage runs.
     pub fn active(&self) -> bool {
         self.enabled || !self.rerankers.is_empty()
     }
-}
-
-/// The chain's result: final ranking and per-reranker details.
-pub struct Chained {
-    /// Final ranking (coarse fields from the coarse stage).
-    pub ranked: Vec<Ranked>,
-    /// Per result id, each reranker's score.
-    pub scores: std::collections::HashMap<u64, serde_json::Map<String, serde_json::Value>>,
-    /// Rerankers that failed for this request, with why (their stage was skipped).
-    pub errors: Vec<serde_json::Value>,
 }
 
 /// The loaded reranker chain and its fusion rule.
@@ -180,9 +162,7 @@ impl Chain {
             .join("+")
     }
 
-    /// Reranks the coarse `hits` (best first): decodes the candidates' stored files (an
-    /// unreadable one keeps its rank), runs each reranker on the previous stage's order and
-    /// fuses. A reranker failing for this request is skipped and reported.
+    /// Reranks the coarse `hits` (best first); see [`setr_server::pipeline::rerank`].
     pub fn apply(
         &self,
         store: &Store,
@@ -191,111 +171,21 @@ impl Chain {
         text: &str,
         timings: &mut serde_json::Map<String, serde_json::Value>,
     ) -> Result<Chained> {
-        let started = Instant::now();
-        let images: std::collections::HashMap<u64, Result<RgbImage, String>> = hits
+        let paths: Vec<(setr_core::ImageId, Option<String>)> = hits
             .iter()
-            .map(|h| {
-                let image = (|| {
-                    let record = store.get(h.id).map_err(|e| e.to_string())?;
-                    let path = record.source_path.ok_or("no stored file")?;
-                    decode_file(std::path::Path::new(&path), &DecodeLimits::default())
-                        .map_err(|e| e.to_string())
-                })();
-                (h.id.0, image)
-            })
+            .map(|h| (h.id, store.get(h.id).ok().and_then(|r| r.source_path)))
             .collect();
-        let null = serde_json::Value::Null;
-        let query = RerankQuery {
+        let images = setr_server::pipeline::load_images(&paths, &DecodeLimits::default());
+        let rerankers: Vec<&dyn Reranker> = self.rerankers.iter().map(|r| r.as_ref()).collect();
+        Ok(setr_server::pipeline::rerank(
+            &rerankers,
+            self.fusion,
+            hits,
+            &images,
+            reference,
             text,
-            reference: reference.map(view),
-            reference_embedding: None,
-        };
-        let mut current: Vec<Hit> = hits.to_vec();
-        let mut ranked: Vec<Ranked> = Vec::new();
-        let mut scores: std::collections::HashMap<u64, serde_json::Map<String, serde_json::Value>> =
-            Default::default();
-        let mut errors = Vec::new();
-        for reranker in &self.rerankers {
-            let candidates: Vec<RerankCandidate> = current
-                .iter()
-                .map(|h| RerankCandidate {
-                    id: h.id,
-                    image: images.get(&h.id.0).and_then(|i| i.as_ref().ok()).map(view),
-                    embedding: None,
-                    coarse_score: h.score,
-                    metadata: &null,
-                })
-                .collect();
-            let stage_started = Instant::now();
-            match reranker.score(&query, &candidates) {
-                Ok(mut stage) => {
-                    for (score, hit) in stage.iter_mut().zip(&current) {
-                        if let Some(Err(why)) = images.get(&hit.id.0) {
-                            *score = Err(format!("image unreadable: {why}"));
-                        }
-                        if let Ok(s) = score {
-                            scores
-                                .entry(hit.id.0)
-                                .or_default()
-                                .insert(reranker.name().to_owned(), json!(s));
-                        }
-                    }
-                    let stage_ranked = fuse(&current, &stage, self.fusion);
-                    current = stage_ranked
-                        .iter()
-                        .map(|r| Hit {
-                            id: r.id,
-                            score: r.score,
-                        })
-                        .collect();
-                    ranked = stage_ranked;
-                }
-                Err(e) => {
-                    errors.push(json!({ "reranker": reranker.name(), "error": e.to_string() }))
-                }
-            }
-            timings.insert(
-                format!("rerank_{}_ms", reranker.name()),
-                json!(stage_started.elapsed().as_secs_f64() * 1e3),
-            );
-        }
-        timings.insert(
-            "rerank_ms".into(),
-            json!(started.elapsed().as_secs_f64() * 1e3),
-        );
-        if ranked.is_empty() {
-            // Every stage failed: the coarse order stands.
-            ranked = hits
-                .iter()
-                .enumerate()
-                .map(|(i, h)| Ranked {
-                    id: h.id,
-                    score: h.score,
-                    coarse_score: h.score,
-                    rerank_score: None,
-                    coarse_rank: i,
-                    rank: i,
-                    not_reranked: Some("every reranker failed".into()),
-                })
-                .collect();
-        }
-        // Coarse fields from the coarse stage, not from the previous stage.
-        let coarse: std::collections::HashMap<u64, (usize, f32)> = hits
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.id.0, (i, h.score)))
-            .collect();
-        for r in &mut ranked {
-            if let Some(&(rank, score)) = coarse.get(&r.id.0) {
-                r.coarse_rank = rank;
-                r.coarse_score = score;
-            }
-        }
-        Ok(Chained {
-            ranked,
-            scores,
-            errors,
-        })
+            timings,
+        ))
     }
 }
 

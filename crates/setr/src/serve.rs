@@ -20,6 +20,15 @@ struct FileConfig {
     model: Option<String>,
     demo_images: Option<usize>,
     demo_gallery: Option<PathBuf>,
+    /// Qwen3-VL checkpoint of the built-in reranker (none: no VLM reranking).
+    reranker_model: Option<String>,
+    /// Reranker plugins: a directory, and/or explicit library paths.
+    plugin_dir: Option<PathBuf>,
+    #[serde(default)]
+    plugins: Vec<PathBuf>,
+    /// Plugin configurations by library file stem.
+    #[serde(default)]
+    plugin_configs: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     server: Option<toml::Value>,
 }
@@ -50,6 +59,11 @@ pub struct ServeArgs {
     /// Synthetic demo images rendered and indexed when the store does not exist (0: none).
     #[arg(long, env = "SETR_DEMO_IMAGES")]
     demo_images: Option<usize>,
+    /// Qwen3-VL checkpoint for the built-in `qwen3-vl` reranker.
+    #[arg(long, env = "SETR_RERANKER_MODEL")]
+    reranker_model: Option<String>,
+    #[command(flatten)]
+    plugins: crate::rerank::PluginArgs,
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {
@@ -163,5 +177,39 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             return Err(e).with_context(|| format!("opening {}", store_dir.display()))
         }
     };
-    setr_server::serve(AppState::new(store, encoder, server)).context("serving")
+    // Second stage: the VLM when configured, then every plugin that passes the checks.
+    let mut rerankers: Vec<Box<dyn setr_core::Reranker>> = Vec::new();
+    if let Some(m) = args.reranker_model.or(file.reranker_model) {
+        let vlm = setr_models::VlmReranker::load(
+            &m,
+            &setr_models::RerankerOptions {
+                offline: setr_models::offline_from_env(),
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("loading reranker {m}"))?;
+        rerankers.push(Box::new(vlm));
+    }
+    let mut plugin_args = args.plugins;
+    if plugin_args.plugin_dir.is_none() {
+        plugin_args.plugin_dir = file.plugin_dir;
+    }
+    plugin_args.plugins.extend(file.plugins);
+    for (stem, config) in file.plugin_configs {
+        plugin_args.plugin_configs.push(format!("{stem}={config}"));
+    }
+    let plugins = plugin_args.load(&[crate::rerank::VLM])?;
+    let refused: Vec<serde_json::Value> = plugins
+        .refused
+        .iter()
+        .map(|r| serde_json::json!({ "path": r.path, "why": r.why }))
+        .collect();
+    for r in &plugins.refused {
+        eprintln!("plugin refused: {} ({})", r.path.display(), r.why);
+    }
+    for p in plugins.loaded {
+        rerankers.push(Box::new(p));
+    }
+    let state = AppState::new(store, encoder, server).with_rerankers(rerankers, refused);
+    setr_server::serve(state).context("serving")
 }

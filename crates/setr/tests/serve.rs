@@ -305,3 +305,99 @@ fn a_burst_beyond_the_in_flight_bound_gets_429() {
         "{statuses:?}"
     );
 }
+
+fn plugin_lib(crate_name: &str) -> String {
+    let dir = Path::new(env!("CARGO_BIN_EXE_setr"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        path.is_file(),
+        "{} not built (run the tests with --workspace)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+#[test]
+fn search_with_rerank_chains_the_configured_rerankers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
+        .args([
+            "index",
+            fixtures().join("images").to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--model",
+        ])
+        .arg(fixtures().join("models/clip-a"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Without rerankers configured, asking for one is 503.
+    let plain = start(&store, &[]);
+    let q = json!({"image": {"id": 1}, "text": "make it red", "k": 3, "rerank": {"k": 5}});
+    let (status, body) = http(&plain.addr, "POST", "/v1/search", Some(&q), None);
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    drop(plain);
+
+    let colour = plugin_lib("setr-colour-reranker");
+    let server = start(
+        &store,
+        &[
+            "--reranker-model",
+            fixtures().join("models/qwen3vl-a").to_str().unwrap(),
+            "--plugin",
+            &colour,
+        ],
+    );
+    let a = server.addr.as_str();
+    let (status, list) = http(a, "GET", "/v1/rerankers", None, None);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["rerankers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["qwen3-vl", "colour"]);
+    let q = json!({"image": {"id": 1}, "text": "make it red", "k": 4, "rerank": {"k": 6, "rerankers": ["colour", "qwen3-vl"]}});
+    let (status, body) = http(a, "POST", "/v1/search", Some(&q), None);
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["rank"].as_u64().unwrap(), i as u64);
+        assert!(
+            r["coarse_score"].is_number() && r["coarse_rank"].is_number(),
+            "{r}"
+        );
+        if r["not_reranked"].is_null() {
+            let p = r["rerank_score"].as_f64().unwrap();
+            assert!(p > 0.0 && p < 1.0, "the last stage is the VLM: {r}");
+        }
+    }
+    assert!(
+        body["timings"]["rerank_qwen3-vl_ms"].is_number(),
+        "{}",
+        body["timings"]
+    );
+    let bad = json!({"image": {"id": 1}, "text": "x", "rerank": {"rerankers": ["nope"]}});
+    let (status, body) = http(a, "POST", "/v1/search", Some(&bad), None);
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (422, Some("validation")),
+        "{body}"
+    );
+}
