@@ -16,6 +16,8 @@ use setr_models::{DecodeLimits, RgbImage};
 use crate::{ApiError, AppState, ServerConfig};
 
 type Data = web::Data<AppState>;
+/// Candidate ids and their stored files.
+type CandidatePaths = Vec<(ImageId, Option<String>)>;
 
 pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
     let limit = config.max_body_bytes;
@@ -330,7 +332,7 @@ async fn search(
     let k = body.k;
     let coarse_k = rerank.as_ref().map_or(k, |r| r.k.max(k));
     let (hits, paths) = web::block(
-        move || -> Result<(Vec<setr_core::Hit>, Vec<(ImageId, Option<String>)>), ApiError> {
+        move || -> Result<(Vec<setr_core::Hit>, CandidatePaths), ApiError> {
             let store = st.store.lock().map_err(internal)?;
             if store.is_empty() {
                 return Ok((Vec::new(), Vec::new()));
