@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
         .route("/v1/search", web::post().to(search))
         .route("/v1/embed", web::post().to(embed))
         .route("/v1/rerankers", web::get().to(rerankers))
+        .route("/v1/rerank", web::post().to(rerank))
         .route("/v1/images", web::post().to(add_image))
         .route("/v1/images", web::get().to(list_images))
         .route("/v1/images/{id}", web::get().to(get_image))
@@ -205,6 +206,136 @@ fn yes() -> bool {
 
 fn default_rerank_k() -> usize {
     50
+}
+
+/// TEI/Cohere-style rerank: a query and documents (stored ids or base64 images) ->
+/// `[{index, score}]`, best first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerankBody {
+    query: RerankQueryBody,
+    documents: Vec<ImageInput>,
+    reranker: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerankQueryBody {
+    text: String,
+    image: Option<ImageInput>,
+}
+
+async fn image_input(state: &Data, input: &ImageInput) -> Result<RgbImage, ApiError> {
+    if input.url.is_some() {
+        return Err(ApiError::Validation(
+            "fetching images by URL is disabled".into(),
+        ));
+    }
+    match (input.id, &input.base64) {
+        (Some(id), None) => {
+            let path = state
+                .store
+                .lock()
+                .map_err(internal)?
+                .get(ImageId(id))?
+                .source_path
+                .ok_or_else(|| ApiError::NotFound(format!("image {id} has no stored file")))?;
+            let limits = DecodeLimits {
+                max_pixels: state.config.max_pixels,
+                ..DecodeLimits::default()
+            };
+            Ok(
+                web::block(move || setr_models::decode_file(std::path::Path::new(&path), &limits))
+                    .await
+                    .map_err(internal)??,
+            )
+        }
+        (None, Some(b64)) => Ok(decode(state, b64).await?.0),
+        _ => Err(ApiError::BadRequest(
+            "an image needs exactly one of id or base64".into(),
+        )),
+    }
+}
+
+fn view(i: &RgbImage) -> setr_core::RgbView<'_> {
+    setr_core::RgbView {
+        width: i.width(),
+        height: i.height(),
+        pixels: i.as_raw(),
+    }
+}
+
+async fn rerank(
+    req: HttpRequest,
+    state: Data,
+    body: web::Json<RerankBody>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    let body = body.into_inner();
+    if body.documents.is_empty() || body.documents.len() > 1000 {
+        return Err(ApiError::Validation("documents: between 1 and 1000".into()));
+    }
+    let index = match &body.reranker {
+        Some(name) => state
+            .rerankers
+            .iter()
+            .position(|r| r.name() == name.as_str())
+            .ok_or_else(|| {
+                ApiError::Validation(format!("unknown reranker `{name}` (see /v1/rerankers)"))
+            })?,
+        None if state.rerankers.is_empty() => {
+            return Err(ApiError::Unavailable("no reranker is configured".into()))
+        }
+        None => 0,
+    };
+    let reference = match &body.query.image {
+        Some(input) => Some(image_input(&state, input).await?),
+        None => None,
+    };
+    let mut documents = Vec::with_capacity(body.documents.len());
+    for d in &body.documents {
+        documents.push(image_input(&state, d).await?);
+    }
+    let st = state.clone();
+    let t = Instant::now();
+    let scores = web::block(move || {
+        let null = serde_json::Value::Null;
+        let candidates: Vec<setr_core::RerankCandidate> = documents
+            .iter()
+            .enumerate()
+            .map(|(i, d)| setr_core::RerankCandidate {
+                id: ImageId(i as u64),
+                image: Some(view(d)),
+                embedding: None,
+                coarse_score: 0.0,
+                metadata: &null,
+            })
+            .collect();
+        let query = setr_core::RerankQuery {
+            text: &body.query.text,
+            reference: reference.as_ref().map(view),
+            reference_embedding: None,
+        };
+        st.rerankers[index].score(&query, &candidates)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let mut out: Vec<serde_json::Value> = Vec::with_capacity(scores.len());
+    for (i, s) in scores.iter().enumerate() {
+        match s {
+            Ok(score) => out.push(json!({ "index": i, "score": score })),
+            Err(why) => out.push(json!({ "index": i, "score": null, "error": why })),
+        }
+    }
+    out.sort_by(|a, b| {
+        let key = |v: &serde_json::Value| v["score"].as_f64().unwrap_or(f64::NEG_INFINITY);
+        key(b).total_cmp(&key(a))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header(("Server-Timing", format!("rerank;dur={:.3}", ms(t))))
+        .json(out))
 }
 
 async fn rerankers(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {

@@ -82,8 +82,8 @@ fn http(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or("");
-    // Chunked bodies: take the JSON between the first '{' and the last '}'.
-    let json = match (body.find('{'), body.rfind('}')) {
+    // Chunked bodies: take the JSON between the first and the last bracket.
+    let json = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
         (Some(a), Some(b)) if b > a => {
             serde_json::from_str(&body[a..=b]).unwrap_or(Value::String(body.into()))
         }
@@ -393,6 +393,27 @@ fn search_with_rerank_chains_the_configured_rerankers() {
         "{}",
         body["timings"]
     );
+    // TEI/Cohere-style rerank of documents given by id and by bytes.
+    let grey = fixtures().join("images/grey.png");
+    let body = json!({
+        "query": {"text": "make it red", "image": {"id": 1}},
+        "documents": [{"id": 2}, {"base64": b64(&grey)}, {"id": 3}],
+        "reranker": "qwen3-vl",
+    });
+    let (status, ranked) = http(a, "POST", "/v1/rerank", Some(&body), None);
+    assert_eq!(status, 200, "{ranked}");
+    let ranked = ranked.as_array().unwrap();
+    let mut indexes: Vec<u64> = ranked
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    let scores: Vec<f64> = ranked
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    indexes.sort_unstable();
+    assert_eq!(indexes, [0, 1, 2]);
     let bad = json!({"image": {"id": 1}, "text": "x", "rerank": {"rerankers": ["nope"]}});
     let (status, body) = http(a, "POST", "/v1/search", Some(&bad), None);
     assert_eq!(
