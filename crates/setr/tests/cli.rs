@@ -2,18 +2,13 @@
 //! (idempotent, unreadable files reported), search by image and text, and a store that
 //! refuses queries from another model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn model(name: &str) -> String {
-    fixtures().join("models").join(name).display().to_string()
-}
+mod common;
+use common::{fixtures, model, plugin_lib};
 
 /// Runs setr; returns (success, stdout JSON or Null, stderr).
 fn setr(args: &[&str]) -> (bool, Value, String) {
@@ -376,25 +371,6 @@ fn rerank_reorders_candidates_and_flags_unreadable_ones() {
     ]);
     assert!(!ok);
     assert!(err.contains("--text"), "{err}");
-}
-
-fn plugin_lib(crate_name: &str) -> String {
-    let dir = Path::new(env!("CARGO_BIN_EXE_setr"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = dir.join(format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        crate_name.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(
-        path.is_file(),
-        "{} not built (run the tests with --workspace)",
-        path.display()
-    );
-    path.display().to_string()
 }
 
 #[test]

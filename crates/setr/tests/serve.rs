@@ -3,15 +3,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+mod common;
+use common::{fixtures, plugin_lib};
 
 struct Server {
     child: Child,
@@ -304,25 +303,6 @@ fn a_burst_beyond_the_in_flight_bound_gets_429() {
         statuses.iter().all(|s| *s == 200 || *s == 429),
         "{statuses:?}"
     );
-}
-
-fn plugin_lib(crate_name: &str) -> String {
-    let dir = Path::new(env!("CARGO_BIN_EXE_setr"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = dir.join(format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        crate_name.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(
-        path.is_file(),
-        "{} not built (run the tests with --workspace)",
-        path.display()
-    );
-    path.display().to_string()
 }
 
 #[test]
