@@ -46,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
         .route("/v1/images/{id}", web::get().to(get_image))
         .route("/v1/images/{id}", web::delete().to(delete_image))
         .route("/v1/images/{id}/thumbnail", web::get().to(thumbnail))
-        .route("/", web::get().to(page));
+        .route("/", web::get().to(page))
+        .route("/docs/openapi.json", web::get().to(openapi));
 }
 
 /// Counts every response by route pattern and status, for /metrics.
@@ -715,6 +716,16 @@ async fn delete_image(
     .await
     .map_err(internal)??;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The OpenAPI 3 description of these routes (hand-written; a test checks that every
+/// path it lists is routed).
+pub const OPENAPI: &str = include_str!("../static/openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
 }
 
 /// The web page (plain HTML and JS, compiled into the binary: no build step).

@@ -74,8 +74,9 @@ fn http(
         payload.len()
     )
     .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let response = String::from_utf8_lossy(&raw).into_owned();
     let status: u16 = response.split(' ').nth(1).unwrap().parse().unwrap();
     let body = response
         .split_once("\r\n\r\n")
@@ -237,13 +238,34 @@ fn serve_end_to_end() {
         head.starts_with("HTTP/1.1 200") && head.contains("image/png"),
         "{head}"
     );
+    // Every path the OpenAPI description lists is routed (a 404 would be "no route").
+    let (status, spec) = http(a, "GET", "/docs/openapi.json", None, None);
+    assert_eq!(status, 200);
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        let concrete = path.replace("{id}", "1");
+        // (DELETE is left out: it would remove the image the rest of the test searches with.)
+        for method in ops
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|m| *m != "parameters" && *m != "delete")
+        {
+            let (s, b) = http(a, &method.to_uppercase(), &concrete, Some(&json!({})), key);
+            assert!(
+                s != 404 || b["type"] == "not_found",
+                "{method} {path}: no route ({s} {b})"
+            );
+            assert!(s != 405, "{method} {path}: method not routed");
+        }
+    }
     let (status, metrics) = http(a, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
     let text = metrics.as_str().unwrap_or_default().to_owned() + &metrics.to_string();
     assert!(text.contains("setr_requests_total"), "{text}");
 
     // Restart: the same store answers the same way.
-    let (_, before) = http(a, "POST", "/v1/search", Some(&search), key);
+    let (status, before) = http(a, "POST", "/v1/search", Some(&search), key);
+    assert_eq!(status, 200, "{before}");
     drop(server);
     let server = start(&store, &["--api-key", "secret"]);
     let (status, after) = http(&server.addr, "POST", "/v1/search", Some(&search), key);
