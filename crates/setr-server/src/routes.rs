@@ -155,6 +155,32 @@ struct ImageInput {
     url: Option<String>,
 }
 
+/// A validated [`ImageInput`].
+enum ImageRef<'a> {
+    /// A stored image.
+    Stored(u64),
+    /// Image bytes, base64.
+    Bytes(&'a str),
+}
+
+impl ImageInput {
+    /// Exactly one of id or base64; URLs are refused (setr fetches nothing).
+    fn resolve(&self) -> Result<ImageRef<'_>, ApiError> {
+        if self.url.is_some() {
+            return Err(ApiError::Validation(
+                "image.url: fetching images by URL is disabled".into(),
+            ));
+        }
+        match (self.id, &self.base64) {
+            (Some(id), None) => Ok(ImageRef::Stored(id)),
+            (None, Some(b64)) => Ok(ImageRef::Bytes(b64)),
+            _ => Err(ApiError::BadRequest(
+                "an image needs exactly one of id or base64".into(),
+            )),
+        }
+    }
+}
+
 async fn decode(state: &Data, b64: &str) -> Result<(RgbImage, Vec<u8>), ApiError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
@@ -227,13 +253,8 @@ struct RerankQueryBody {
 }
 
 async fn image_input(state: &Data, input: &ImageInput) -> Result<RgbImage, ApiError> {
-    if input.url.is_some() {
-        return Err(ApiError::Validation(
-            "fetching images by URL is disabled".into(),
-        ));
-    }
-    match (input.id, &input.base64) {
-        (Some(id), None) => {
+    match input.resolve()? {
+        ImageRef::Stored(id) => {
             let path = state
                 .store
                 .lock()
@@ -251,10 +272,7 @@ async fn image_input(state: &Data, input: &ImageInput) -> Result<RgbImage, ApiEr
                     .map_err(internal)??,
             )
         }
-        (None, Some(b64)) => Ok(decode(state, b64).await?.0),
-        _ => Err(ApiError::BadRequest(
-            "an image needs exactly one of id or base64".into(),
-        )),
+        ImageRef::Bytes(b64) => Ok(decode(state, b64).await?.0),
     }
 }
 
@@ -371,13 +389,8 @@ async fn search(
     let mut reference_image: Option<RgbImage> = None;
     let mut reference_id: Option<u64> = None;
     if let Some(image) = &body.image {
-        if image.url.is_some() {
-            return Err(ApiError::Validation(
-                "image.url: fetching images by URL is disabled".into(),
-            ));
-        }
-        match (image.id, &image.base64) {
-            (Some(id), None) => {
+        match image.resolve()? {
+            ImageRef::Stored(id) => {
                 let embedding = state
                     .store
                     .lock()
@@ -386,7 +399,7 @@ async fn search(
                 query.image = Some(embedding);
                 reference_id = Some(id);
             }
-            (None, Some(b64)) => {
+            ImageRef::Bytes(b64) => {
                 let t = Instant::now();
                 let (decoded, _) = decode(&state, b64).await?;
                 timings.insert("decode_ms".into(), json!(ms(t)));
@@ -394,11 +407,6 @@ async fn search(
                 reference_image = Some(decoded.clone());
                 query.image = Some(encoder(&state)?.image(decoded).await?);
                 timings.insert("encode_image_ms".into(), json!(ms(t)));
-            }
-            _ => {
-                return Err(ApiError::BadRequest(
-                    "image needs exactly one of id or base64".into(),
-                ))
             }
         }
     }
@@ -611,20 +619,21 @@ async fn embed(
     let encoder = encoder(&state)?;
     let embedding = match (&body.text, &body.image) {
         (Some(text), None) => encoder.text(text.clone()).await?,
-        (
-            None,
-            Some(ImageInput {
-                base64: Some(b64),
-                id: None,
-                url: None,
-            }),
-        ) => {
-            let (image, _) = decode(&state, b64).await?;
-            encoder.image(image).await?
-        }
+        // A stored image's embedding is the one the store holds; bytes are encoded.
+        (None, Some(image)) => match image.resolve()? {
+            ImageRef::Stored(id) => state
+                .store
+                .lock()
+                .map_err(internal)?
+                .embedding(ImageId(id))?,
+            ImageRef::Bytes(b64) => {
+                let (image, _) = decode(&state, b64).await?;
+                encoder.image(image).await?
+            }
+        },
         _ => {
             return Err(ApiError::BadRequest(
-                "give exactly one of text or image.base64".into(),
+                "give exactly one of text or image".into(),
             ))
         }
     };
