@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use setr_models::{ImageTextEncoder, RgbImage};
 use tokio::sync::oneshot;
 
-use crate::ApiError;
+use crate::{ApiError, Metrics};
 
 enum Input {
     Image(RgbImage),
@@ -26,6 +26,7 @@ struct Job {
 pub struct EncoderHandle {
     sender: SyncSender<Job>,
     encoder: Arc<ImageTextEncoder>,
+    metrics: Arc<Metrics>,
 }
 
 impl EncoderHandle {
@@ -35,15 +36,34 @@ impl EncoderHandle {
         max_batch: usize,
         max_wait: Duration,
         queue: usize,
+        metrics: Arc<Metrics>,
     ) -> EncoderHandle {
         let (sender, receiver) = sync_channel::<Job>(queue.max(1));
         let encoder = Arc::new(encoder);
         let worker = encoder.clone();
+        let worker_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("setr-encoder".into())
-            .spawn(move || run(&worker, &receiver, max_batch.max(1), max_wait))
+            .spawn(move || {
+                run(
+                    &worker,
+                    &receiver,
+                    max_batch.max(1),
+                    max_wait,
+                    &worker_metrics,
+                )
+            })
             .ok();
-        EncoderHandle { sender, encoder }
+        EncoderHandle {
+            sender,
+            encoder,
+            metrics,
+        }
+    }
+
+    /// The model behind it, shared (for work off the batching thread, such as indexing).
+    pub fn shared(&self) -> Arc<ImageTextEncoder> {
+        self.encoder.clone()
     }
 
     /// The model behind it.
@@ -54,7 +74,7 @@ impl EncoderHandle {
     async fn submit(&self, input: Input) -> Result<Vec<f32>, ApiError> {
         let (reply, answer) = oneshot::channel();
         match self.sender.try_send(Job { input, reply }) {
-            Ok(()) => {}
+            Ok(()) => self.metrics.queue(1),
             Err(TrySendError::Full(_)) => return Err(ApiError::Overloaded(0)),
             Err(TrySendError::Disconnected(_)) => {
                 return Err(ApiError::Unavailable("the encoder stopped".into()))
@@ -77,7 +97,13 @@ impl EncoderHandle {
     }
 }
 
-fn run(encoder: &ImageTextEncoder, receiver: &Receiver<Job>, max_batch: usize, max_wait: Duration) {
+fn run(
+    encoder: &ImageTextEncoder,
+    receiver: &Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+    metrics: &Metrics,
+) {
     while let Ok(first) = receiver.recv() {
         let mut jobs = vec![first];
         let deadline = Instant::now() + max_wait;
@@ -89,6 +115,7 @@ fn run(encoder: &ImageTextEncoder, receiver: &Receiver<Job>, max_batch: usize, m
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        metrics.queue(-(jobs.len() as i64));
         // Requests whose client went away are skipped.
         jobs.retain(|j| !j.reply.is_closed());
         let (images, texts): (Vec<Job>, Vec<Job>) = jobs
@@ -102,6 +129,7 @@ fn run(encoder: &ImageTextEncoder, receiver: &Receiver<Job>, max_batch: usize, m
                     Input::Text(_) => None,
                 })
                 .collect();
+            metrics.batch(pixels.len());
             answer(images, encoder.embed_images(&pixels));
         }
         if !texts.is_empty() {
@@ -112,6 +140,7 @@ fn run(encoder: &ImageTextEncoder, receiver: &Receiver<Job>, max_batch: usize, m
                     Input::Image(_) => None,
                 })
                 .collect();
+            metrics.batch(strings.len());
             let result = encoder.embed_texts(&strings);
             answer(texts, result);
         }

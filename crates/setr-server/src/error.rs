@@ -14,9 +14,15 @@ pub enum ApiError {
     /// Missing or wrong API key.
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// Authenticated but not allowed (a path outside the index roots).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such image.
     #[error("{0}")]
     NotFound(String),
+    /// The operation clashes with one under way (an index job is running).
+    #[error("{0}")]
+    Conflict(String),
     /// Body or image over the configured limits.
     #[error("{0}")]
     TooLarge(String),
@@ -32,6 +38,9 @@ pub enum ApiError {
     /// Models or store not ready, or the feature is not configured.
     #[error("{0}")]
     Unavailable(String),
+    /// The request ran past the configured request timeout.
+    #[error("the request took longer than {0} ms; try again or ask for less")]
+    Timeout(u64),
     /// A bug or an I/O failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -43,12 +52,15 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedImage(_) => "unsupported_image",
             ApiError::Validation(_) => "validation",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Timeout(_) => "timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -59,12 +71,14 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,12 +8,14 @@
 
 mod batcher;
 mod error;
+pub mod indexing;
+mod metrics;
 pub mod pipeline;
 mod routes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
@@ -22,6 +24,8 @@ use setr_index::Store;
 
 pub use batcher::EncoderHandle;
 pub use error::ApiError;
+pub use indexing::{index_directory, IndexJob, IndexReport};
+pub use metrics::Metrics;
 
 /// Server settings (the `[server]` part of the configuration).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +47,11 @@ pub struct ServerConfig {
     pub max_wait_ms: u64,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
+    /// Longest time a request may take before it is answered 503 (`timeout`), milliseconds.
+    pub request_timeout_ms: u64,
+    /// Directories under which `POST /v1/index` may index images (none: the route is off).
+    /// Paths are resolved (symlinks included) before the check, so nothing outside escapes.
+    pub index_roots: Vec<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +65,8 @@ impl Default for ServerConfig {
             max_batch: 16,
             max_wait_ms: 2,
             workers: 0,
+            request_timeout_ms: 30_000,
+            index_roots: Vec::new(),
         }
     }
 }
@@ -70,8 +81,10 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Bounds the requests in flight.
     pub in_flight: tokio::sync::Semaphore,
-    /// `(route, status) -> count`, for /metrics.
-    pub requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Counters and histograms for /metrics.
+    pub metrics: Arc<Metrics>,
+    /// Directory indexing jobs started through `POST /v1/index`, by id (1-based).
+    pub jobs: Mutex<BTreeMap<u64, Arc<IndexJob>>>,
     /// Available second-stage rerankers (built-in and plugins), by name.
     pub rerankers: Vec<Box<dyn setr_core::Reranker>>,
     /// Plugins refused at start, with why (shown by /v1/rerankers).
@@ -85,12 +98,14 @@ impl AppState {
         encoder: Option<setr_models::ImageTextEncoder>,
         config: ServerConfig,
     ) -> AppState {
+        let metrics = Arc::new(Metrics::default());
         let encoder = encoder.map(|e| {
             EncoderHandle::start(
                 e,
                 config.max_batch,
                 Duration::from_millis(config.max_wait_ms),
                 config.max_in_flight * 2,
+                metrics.clone(),
             )
         });
         AppState {
@@ -98,7 +113,8 @@ impl AppState {
             encoder,
             in_flight: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
             config,
-            requests: Mutex::new(BTreeMap::new()),
+            metrics,
+            jobs: Mutex::new(BTreeMap::new()),
             rerankers: Vec::new(),
             refused: Vec::new(),
         }

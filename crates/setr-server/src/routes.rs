@@ -2,9 +2,12 @@
 //! decode on the blocking pool, encode through the batcher, touch the store on the
 //! blocking pool, answer JSON with per-stage timings.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
+use actix_multipart::Multipart;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::guard::{self, GuardContext};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde::Deserialize;
@@ -33,21 +36,46 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
             };
             e.into()
         });
+    let query = web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::BadRequest(format!("invalid query string: {err}")).into()
+    });
+    let path = web::PathConfig::default()
+        .error_handler(|err, _| ApiError::NotFound(format!("invalid path: {err}")).into());
     cfg.app_data(json)
+        .app_data(query)
+        .app_data(path)
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
+        .route(
+            "/v1/search",
+            web::post()
+                .guard(guard::fn_guard(is_multipart))
+                .to(search_multipart),
+        )
         .route("/v1/search", web::post().to(search))
         .route("/v1/embed", web::post().to(embed))
         .route("/v1/rerankers", web::get().to(rerankers))
         .route("/v1/rerank", web::post().to(rerank))
+        .route(
+            "/v1/images",
+            web::post()
+                .guard(guard::fn_guard(is_multipart))
+                .to(add_image_multipart),
+        )
         .route("/v1/images", web::post().to(add_image))
+        .route("/v1/index", web::post().to(index_dir))
+        .route("/v1/index/{id}", web::get().to(index_status))
         .route("/v1/images", web::get().to(list_images))
         .route("/v1/images/{id}", web::get().to(get_image))
         .route("/v1/images/{id}", web::delete().to(delete_image))
         .route("/v1/images/{id}/thumbnail", web::get().to(thumbnail))
         .route("/", web::get().to(page))
-        .route("/docs/openapi.json", web::get().to(openapi));
+        .route("/docs/openapi.json", web::get().to(openapi))
+        .route("/docs", web::get().to(swagger_page))
+        .route("/docs/", web::get().to(swagger_page))
+        .route("/docs/swagger-ui-bundle.js", web::get().to(swagger_js))
+        .route("/docs/swagger-ui.css", web::get().to(swagger_css));
 }
 
 /// Counts every response by route pattern and status, for /metrics.
@@ -58,6 +86,7 @@ pub fn guard<S, B>(
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
+    let started = Instant::now();
     let fut = srv.call(req);
     async move {
         let res = fut.await?;
@@ -66,9 +95,11 @@ where
             .match_pattern()
             .unwrap_or_else(|| "unmatched".into());
         if let Some(state) = res.request().app_data::<Data>() {
-            if let Ok(mut counts) = state.requests.lock() {
-                *counts.entry((route, res.status().as_u16())).or_insert(0) += 1;
-            }
+            state.metrics.request(
+                &route,
+                res.status().as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
         }
         Ok(res)
     }
@@ -105,6 +136,73 @@ fn permit(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError
         .map_err(|_| ApiError::Overloaded(state.config.max_in_flight))
 }
 
+/// Runs a handler's work under the configured request timeout (0 = none). Work already
+/// handed to a blocking thread finishes there; the client gets 503 `timeout` at once.
+async fn with_timeout<T>(
+    state: &AppState,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let limit = state.config.request_timeout_ms;
+    if limit == 0 {
+        return work.await;
+    }
+    actix_web::rt::time::timeout(Duration::from_millis(limit), work)
+        .await
+        .map_err(|_| ApiError::Timeout(limit))?
+}
+
+fn is_multipart(ctx: &GuardContext<'_>) -> bool {
+    ctx.head()
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+/// The fields of a multipart/form-data body as `(name, bytes)`, the whole body bounded by
+/// the configured limit.
+async fn form_fields(
+    mut payload: Multipart,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    use futures_util::StreamExt;
+    let bad = |e: actix_multipart::MultipartError| {
+        ApiError::BadRequest(format!("invalid multipart body: {e}"))
+    };
+    let mut fields = Vec::new();
+    let mut total = 0usize;
+    while let Some(field) = payload.next().await {
+        let mut field = field.map_err(bad)?;
+        let name = field.name().unwrap_or_default().to_owned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(bad)?;
+            total += chunk.len();
+            if total > limit {
+                return Err(ApiError::TooLarge(format!(
+                    "request body over {limit} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        fields.push((name, bytes));
+    }
+    Ok(fields)
+}
+
+fn form_text(name: &str, bytes: Vec<u8>) -> Result<String, ApiError> {
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest(format!("field `{name}` is not UTF-8")))
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -128,12 +226,7 @@ async fn ready(state: Data) -> Result<HttpResponse, ApiError> {
 
 async fn metrics(state: Data) -> Result<HttpResponse, ApiError> {
     let mut out = String::new();
-    out.push_str("# HELP setr_requests_total HTTP responses by route and status.\n# TYPE setr_requests_total counter\n");
-    for ((route, status), count) in state.requests.lock().map_err(internal)?.iter() {
-        out.push_str(&format!(
-            "setr_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}\n"
-        ));
-    }
+    state.metrics.render(&mut out);
     let in_flight = state
         .config
         .max_in_flight
@@ -141,6 +234,17 @@ async fn metrics(state: Data) -> Result<HttpResponse, ApiError> {
     out.push_str(&format!("# HELP setr_in_flight Requests being processed.\n# TYPE setr_in_flight gauge\nsetr_in_flight {in_flight}\n"));
     let images = state.store.lock().map_err(internal)?.len();
     out.push_str(&format!("# HELP setr_gallery_images Images in the gallery.\n# TYPE setr_gallery_images gauge\nsetr_gallery_images {images}\n"));
+    out.push_str("# HELP setr_reranker_loaded Second-stage rerankers available, by name.\n# TYPE setr_reranker_loaded gauge\n");
+    for r in &state.rerankers {
+        out.push_str(&format!(
+            "setr_reranker_loaded{{name=\"{}\"}} 1\n",
+            r.name()
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP setr_plugins_refused Plugins refused at start.\n# TYPE setr_plugins_refused gauge\nsetr_plugins_refused {}\n",
+        state.refused.len()
+    ));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))
@@ -291,7 +395,10 @@ async fn rerank(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let _permit = permit(&state)?;
-    let body = body.into_inner();
+    with_timeout(&state, run_rerank(state.clone(), body.into_inner())).await
+}
+
+async fn run_rerank(state: Data, body: RerankBody) -> Result<HttpResponse, ApiError> {
     if body.documents.is_empty() || body.documents.len() > 1000 {
         return Err(ApiError::Validation("documents: between 1 and 1000".into()));
     }
@@ -378,8 +485,65 @@ async fn search(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let _permit = permit(&state)?;
+    with_timeout(&state, run_search(state.clone(), body.into_inner())).await
+}
+
+/// `POST /v1/search` as multipart/form-data: a file field `image` (or `image_id`), `text`,
+/// `strategy`, `k`, and `rerank` (`true`, or the JSON object of the JSON route).
+async fn search_multipart(
+    req: HttpRequest,
+    state: Data,
+    payload: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    with_timeout(&state, async {
+        let mut body = serde_json::Map::new();
+        for (name, bytes) in form_fields(payload, state.config.max_body_bytes).await? {
+            let value = match name.as_str() {
+                "image" => json!({ "base64": base64_of(&bytes) }),
+                "image_id" => {
+                    let text = form_text(&name, bytes)?;
+                    let id: u64 = text.trim().parse().map_err(|_| {
+                        ApiError::Validation(format!("image_id `{text}` is not an id"))
+                    })?;
+                    body.insert("image".into(), json!({ "id": id }));
+                    continue;
+                }
+                "text" | "strategy" => json!(form_text(&name, bytes)?),
+                "k" => {
+                    let text = form_text(&name, bytes)?;
+                    json!(text.trim().parse::<usize>().map_err(|_| {
+                        ApiError::Validation(format!("k `{text}` is not a number"))
+                    })?)
+                }
+                "rerank" => {
+                    let text = form_text(&name, bytes)?;
+                    match text.trim() {
+                        "true" | "on" | "1" => json!({ "enabled": true }),
+                        "false" | "off" | "0" | "" => json!({ "enabled": false }),
+                        other => serde_json::from_str(other).map_err(|e| {
+                            ApiError::BadRequest(format!("rerank is not JSON: {e}"))
+                        })?,
+                    }
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown form field `{other}` (image, image_id, text, strategy, k, rerank)"
+                    )))
+                }
+            };
+            body.insert(name, value);
+        }
+        let body: SearchRequest = serde_json::from_value(serde_json::Value::Object(body))
+            .map_err(|e| ApiError::BadRequest(format!("invalid search form: {e}")))?;
+        run_search(state.clone(), body).await
+    })
+    .await
+}
+
+async fn run_search(state: Data, body: SearchRequest) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = body.into_inner();
     let mut timings = serde_json::Map::new();
     let mut query = ComposedQuery {
         image: None,
@@ -493,6 +657,8 @@ async fn search(
     .map_err(internal)??;
     timings.insert("search_ms".into(), json!(ms(t)));
     let mut reranker_errors = Vec::new();
+    // Per result id, each reranker's score (shown beside the fused score).
+    let mut per_reranker = std::collections::HashMap::new();
     let ranked: Vec<setr_core::Ranked> = match rerank {
         Some(r) => {
             let t = Instant::now();
@@ -554,6 +720,7 @@ async fn search(
             timings.extend(stage_timings);
             timings.insert("rerank_total_ms".into(), json!(ms(t)));
             reranker_errors = chained.errors;
+            per_reranker = chained.scores;
             chained.ranked
         }
         None => hits
@@ -577,15 +744,24 @@ async fn search(
             .take(k)
             .map(|r| {
                 let record = store.get(r.id).ok();
+                let scores = per_reranker.remove(&r.id.0);
                 let mut v = serde_json::to_value(&r).unwrap_or_default();
                 v["source_path"] = json!(record.as_ref().and_then(|x| x.source_path.clone()));
                 v["metadata"] = json!(record.map(|x| x.metadata));
+                if let Some(scores) = scores {
+                    v["rerank_scores"] = serde_json::Value::Object(scores);
+                }
                 v
             })
             .collect()
     };
 
     timings.insert("total_ms".into(), json!(ms(started)));
+    for (stage, v) in &timings {
+        if let Some(v) = v.as_f64() {
+            state.metrics.stage(stage.trim_end_matches("_ms"), v / 1e3);
+        }
+    }
     let server_timing: Vec<String> = timings
         .iter()
         .map(|(k, v)| {
@@ -615,7 +791,10 @@ async fn embed(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let _permit = permit(&state)?;
-    let body = body.into_inner();
+    with_timeout(&state, run_embed(state.clone(), body.into_inner())).await
+}
+
+async fn run_embed(state: Data, body: EmbedRequest) -> Result<HttpResponse, ApiError> {
     let encoder = encoder(&state)?;
     let embedding = match (&body.text, &body.image) {
         (Some(text), None) => encoder.text(text.clone()).await?,
@@ -654,10 +833,46 @@ async fn add_image(
     state: Data,
     body: web::Json<AddRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    use sha2_lite::hex_sha256;
     authorize(&req, &state)?;
     let _permit = permit(&state)?;
-    let body = body.into_inner();
+    with_timeout(&state, run_add(state.clone(), body.into_inner())).await
+}
+
+/// `POST /v1/images` as multipart/form-data: a file field `image` and optional `metadata`
+/// (a JSON object as text).
+async fn add_image_multipart(
+    req: HttpRequest,
+    state: Data,
+    payload: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let _permit = permit(&state)?;
+    with_timeout(&state, async {
+        let mut image = None;
+        let mut metadata = serde_json::Value::Null;
+        for (name, bytes) in form_fields(payload, state.config.max_body_bytes).await? {
+            match name.as_str() {
+                "image" => image = Some(base64_of(&bytes)),
+                "metadata" => {
+                    metadata = serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::BadRequest(format!("metadata is not JSON: {e}")))?
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown form field `{other}` (image, metadata)"
+                    )))
+                }
+            }
+        }
+        let base64 = image
+            .ok_or_else(|| ApiError::BadRequest("the form has no `image` file field".into()))?;
+        run_add(state.clone(), AddRequest { base64, metadata }).await
+    })
+    .await
+}
+
+async fn run_add(state: Data, body: AddRequest) -> Result<HttpResponse, ApiError> {
+    use sha2_lite::hex_sha256;
     if !(body.metadata.is_null() || body.metadata.is_object()) {
         return Err(ApiError::Validation(
             "metadata must be a JSON object".into(),
@@ -737,6 +952,35 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
+/// Swagger UI over [`OPENAPI`]: swagger-ui-dist 5.35.0 from npm (Apache-2.0), vendored in
+/// static/swagger/ with its LICENSE and NOTICE; no build step, nothing fetched at run time.
+const SWAGGER_PAGE: &str = include_str!("../static/swagger/index.html");
+const SWAGGER_JS: &[u8] = include_bytes!("../static/swagger/swagger-ui-bundle.js");
+const SWAGGER_CSS: &[u8] = include_bytes!("../static/swagger/swagger-ui.css");
+/// The page asks for the assets with `?v=<version>`, so a year-long cache ends with the
+/// next vendored version.
+const CACHE_FOREVER: (&str, &str) = ("Cache-Control", "public, max-age=31536000, immutable");
+
+async fn swagger_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(SWAGGER_PAGE)
+}
+
+async fn swagger_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(CACHE_FOREVER)
+        .body(SWAGGER_JS)
+}
+
+async fn swagger_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(CACHE_FOREVER)
+        .body(SWAGGER_CSS)
+}
+
 /// The web page (plain HTML and JS, compiled into the binary: no build step).
 async fn page() -> HttpResponse {
     HttpResponse::Ok()
@@ -799,6 +1043,92 @@ async fn list_images(
     let store = state.store.lock().map_err(internal)?;
     let images = store.list(page.offset, page.limit)?;
     Ok(HttpResponse::Ok().json(json!({ "images": images, "total": store.len() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexRequest {
+    /// A directory under one of the configured index roots (relative: to the first root).
+    path: String,
+}
+
+/// Starts indexing a server-side directory (only under `index_roots`; symlinks are never
+/// followed) on a background thread; answers 202 with the job to poll.
+async fn index_dir(
+    req: HttpRequest,
+    state: Data,
+    body: web::Json<IndexRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let dir = crate::indexing::resolve_in_roots(
+        std::path::Path::new(&body.path),
+        &state.config.index_roots,
+    )?;
+    let encoder = encoder(&state)?.shared();
+    let job = {
+        let mut jobs = state.jobs.lock().map_err(internal)?;
+        if let Some(running) = jobs.values().find(|j| {
+            j.report
+                .lock()
+                .map(|r| r.state == "running")
+                .unwrap_or(false)
+        }) {
+            return Err(ApiError::Conflict(format!(
+                "index job {} is still running; poll /v1/index/{}",
+                running.id, running.id
+            )));
+        }
+        let id = jobs.len() as u64 + 1;
+        let job = std::sync::Arc::new(crate::IndexJob {
+            id,
+            report: std::sync::Mutex::new(crate::IndexReport {
+                state: "running".into(),
+                dir: dir.clone(),
+                ..Default::default()
+            }),
+        });
+        jobs.insert(id, job.clone());
+        job
+    };
+    let id = job.id;
+    let st = state.clone();
+    let limits = DecodeLimits {
+        max_pixels: state.config.max_pixels,
+        ..DecodeLimits::default()
+    };
+    std::thread::Builder::new()
+        .name(format!("setr-index-{id}"))
+        .spawn(move || {
+            crate::index_directory(
+                &job,
+                &dir,
+                &st.store,
+                &encoder,
+                st.config.max_batch.max(1) * 4,
+                &limits,
+            )
+        })
+        .map_err(internal)?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/index/{id}")))
+        .json(json!({ "job": id, "status": format!("/v1/index/{id}") })))
+}
+
+async fn index_status(
+    req: HttpRequest,
+    state: Data,
+    job: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let job = state
+        .jobs
+        .lock()
+        .map_err(internal)?
+        .get(&job)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no index job {job}")))?;
+    let report = job.report.lock().map_err(internal)?.clone();
+    Ok(HttpResponse::Ok().json(json!({ "job": job.id, "report": report })))
 }
 
 /// SHA-256 hex of bytes (the store's content hash).

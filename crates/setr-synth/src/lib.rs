@@ -103,6 +103,10 @@ pub struct Summary {
 /// CIRR groups have six members: reference, target and four hard negatives (other
 /// modifications of the same reference). CIRCO queries use 1 reference + up to 4 targets.
 const GROUP: usize = 6;
+/// Each CIRR group is followed by this many text-only decoys (unrelated scenes that
+/// satisfy the modification text), so neither side alone finds the target. They are in
+/// the group's split but not in its `img_set`.
+const DECOYS: usize = 2;
 
 struct CirrGroup {
     split: &'static str,
@@ -121,10 +125,10 @@ struct CircoQuery {
 /// `captions/cap.rc2.<split>.json` and `image_splits/split.rc2.<split>.json`, and
 /// `circo/annotations/val.json` with `circo/image_ids.json` (id -> path).
 pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> {
-    if opts.images < 2 * GROUP || opts.image_size < 16 {
+    if opts.images < 2 * (GROUP + DECOYS) || opts.image_size < 16 {
         return Err(SynthError::Options(format!(
             "need at least {} images of at least 16 px (got {} of {} px)",
-            2 * GROUP,
+            2 * (GROUP + DECOYS),
             opts.images,
             opts.image_size
         )));
@@ -135,15 +139,16 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
     let mut circo = Vec::new();
     // A tenth of the gallery goes to CIRCO queries, the rest to CIRR groups.
     let circo_budget = opts.images / 10;
-    let cirr_groups = (opts.images - circo_budget) / GROUP;
+    let cirr_groups = (opts.images - circo_budget) / (GROUP + DECOYS);
     let val_groups = ((cirr_groups as f64) * opts.val_fraction).round() as usize;
     for g in 0..cirr_groups {
         let reference = Scene::random(&mut rng);
         let first_id = gallery.len() as u64;
-        let (target, caption) = loop {
+        let (target, caption, edit) = loop {
             let m = Modification::random(&reference, &mut rng);
             if let Some(t) = m.apply(&reference, &mut rng) {
-                break (t, m.caption(&reference));
+                let caption = m.caption(&reference);
+                break (t, caption, m);
             }
         };
         gallery.push(reference.clone());
@@ -154,6 +159,17 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
             if let Some(n) = m.apply(&reference, &mut rng) {
                 if !n.same_as(&target) {
                     gallery.push(n);
+                }
+            }
+        }
+        while gallery.len() < first_id as usize + GROUP + DECOYS {
+            let other = Scene::random(&mut rng);
+            if other.same_as(&reference) {
+                continue;
+            }
+            if let Some(d) = edit.decoy(&target, &other, &mut rng) {
+                if !d.same_as(&target) && !d.same_as(&reference) {
+                    gallery.push(d);
                 }
             }
         }
@@ -234,7 +250,7 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
             let members: Vec<&str> = (0..GROUP)
                 .map(|j| images[g.first_id as usize + j].name.as_str())
                 .collect();
-            for j in 0..GROUP {
+            for j in 0..GROUP + DECOYS {
                 let img = &images[g.first_id as usize + j];
                 names.insert(img.name.clone(), json!(format!("./{}", img.path)));
             }
@@ -254,7 +270,7 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary, SynthError> 
         }
         // Distractors and CIRCO images join the val gallery, as in a real corpus.
         if split == "val" {
-            let cirr_end = groups.len() * GROUP;
+            let cirr_end = groups.len() * (GROUP + DECOYS);
             for img in &images[cirr_end..] {
                 names.insert(img.name.clone(), json!(format!("./{}", img.path)));
             }

@@ -299,6 +299,40 @@ impl Modification {
         Some(s)
     }
 
+    /// A text-only decoy: the unrelated scene `other` made to satisfy what the caption
+    /// asks for (the edited object, the added object or the new background), so it matches
+    /// the modification text but not the reference. `None` when it cannot be made to fit.
+    pub fn decoy(&self, target: &Scene, other: &Scene, rng: &mut Rng) -> Option<Scene> {
+        let mut s = other.clone();
+        let wanted = match *self {
+            Modification::Recolour(i, _)
+            | Modification::Reshape(i, _)
+            | Modification::Resize(i, _)
+            | Modification::Move(i, _) => target.objects[i],
+            Modification::Add(o) => o,
+            Modification::Background(b) => {
+                if s.background == b {
+                    return None;
+                }
+                s.background = b;
+                return Some(s);
+            }
+            // "remove the X" is true of most scenes; a scene without the object will do.
+            Modification::Remove(_) => return Some(s),
+        };
+        // Replace a random object when the scene is full or the new one clashes with it.
+        if s.objects.len() < 4 && s.fits(&wanted, None) {
+            s.objects.push(wanted);
+        } else {
+            let j = rng.below(s.objects.len());
+            if !s.fits(&wanted, Some(j)) {
+                return None;
+            }
+            s.objects[j] = wanted;
+        }
+        Some(s)
+    }
+
     /// The modification text, naming objects as they are in `reference`.
     pub fn caption(&self, reference: &Scene) -> String {
         let name = |i: usize| reference.objects[i].name();
@@ -365,4 +399,47 @@ pub(crate) fn multi_target_add(
         caption,
         format!("a {} {}", colour.word(), shape.word()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoy satisfies the caption (it holds the edited or added object, or the new
+    /// background) and is neither the reference nor the target.
+    #[test]
+    fn decoys_satisfy_the_text_only() {
+        let mut rng = Rng::new(5);
+        let mut made = 0;
+        for _ in 0..400 {
+            let reference = Scene::random(&mut rng);
+            let m = Modification::random(&reference, &mut rng);
+            let Some(target) = m.apply(&reference, &mut rng) else {
+                continue;
+            };
+            let other = Scene::random(&mut rng);
+            let Some(d) = m.decoy(&target, &other, &mut rng) else {
+                continue;
+            };
+            made += 1;
+            match m {
+                Modification::Recolour(i, _)
+                | Modification::Reshape(i, _)
+                | Modification::Resize(i, _)
+                | Modification::Move(i, _) => {
+                    assert!(d.objects.contains(&target.objects[i]), "{m:?} {d:?}")
+                }
+                Modification::Add(o) => assert!(d.objects.contains(&o)),
+                Modification::Background(b) => assert_eq!(d.background, b),
+                Modification::Remove(_) => assert_eq!(d, other),
+            }
+            // Objects stay distinct by cell and by (shape, colour).
+            for (a, x) in d.objects.iter().enumerate() {
+                for y in &d.objects[a + 1..] {
+                    assert!(x.cell != y.cell && (x.shape, x.colour) != (y.shape, y.colour));
+                }
+            }
+        }
+        assert!(made > 200, "only {made} decoys");
+    }
 }

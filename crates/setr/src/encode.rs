@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use setr_index::{AddOutcome, NewImage, Store, StoreConfig};
-use setr_models::{
-    decode_image, DecodeLimits, EncoderOptions, ImageTextEncoder, Precision, RgbImage,
-};
-use sha2::{Digest, Sha256};
+use std::sync::Mutex;
+
+use setr_index::{Store, StoreConfig};
+use setr_models::{DecodeLimits, EncoderOptions, ImageTextEncoder, Precision};
+use setr_server::IndexReport;
 
 /// Which encoder to load and how.
 #[derive(clap::Args, Debug, Clone)]
@@ -126,119 +126,23 @@ pub struct IndexArgs {
     model: ModelArgs,
 }
 
-const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
-
-/// Image files under `dir`, sorted so that reruns visit them in the same order.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let is_image = entry
-            .path()
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-        if entry.file_type().is_file() && is_image {
-            files.push(entry.into_path());
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn content_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-/// A file read, hashed and decoded (or why not).
-struct Prepared {
-    path: PathBuf,
-    hash: String,
-    image: Result<RgbImage, String>,
-}
-
-/// What [`add_files`] did.
-pub struct AddedFiles {
-    /// Per input file, the id it is stored under (new or duplicate), or None if unreadable.
-    pub ids: Vec<Option<setr_core::ImageId>>,
-    /// Newly added.
-    pub added: usize,
-    /// Already stored (same bytes).
-    pub duplicates: usize,
-    /// `{path, error}` of each unreadable file.
-    pub unreadable: Vec<serde_json::Value>,
-}
-
-/// Adds `files` to `store`: read, hash, decode on all cores, skip stored content, embed in
-/// batches, one transaction per batch (an interrupted run resumes where it stopped).
+/// Adds `files` to `store` (see [`setr_server::indexing::add_files`]) with a progress bar.
 pub fn add_files(
-    store: &mut Store,
+    store: &Mutex<Store>,
     encoder: &ImageTextEncoder,
     files: &[PathBuf],
     batch: usize,
     limits: &DecodeLimits,
     bar: &indicatif::ProgressBar,
-) -> Result<AddedFiles> {
-    let mut out = AddedFiles {
-        ids: Vec::with_capacity(files.len()),
-        added: 0,
-        duplicates: 0,
-        unreadable: Vec::new(),
-    };
-    for chunk in files.chunks(batch.max(1)) {
-        let prepared = prepare(chunk, limits);
-        let mut pending = Vec::new(); // (position in out.ids, path, hash, w, h)
-        let mut images = Vec::new();
-        for p in prepared {
-            let existing = if p.hash.is_empty() {
-                None
-            } else {
-                store.find_by_hash(&p.hash)?
-            };
-            if let Some(id) = existing {
-                out.duplicates += 1;
-                out.ids.push(Some(id));
-                continue;
-            }
-            match p.image {
-                Ok(image) => {
-                    pending.push((out.ids.len(), p.path, p.hash, image.width(), image.height()));
-                    out.ids.push(None);
-                    images.push(image);
-                }
-                Err(why) => {
-                    out.unreadable.push(json!({ "path": p.path, "error": why }));
-                    out.ids.push(None);
-                }
-            }
-        }
-        if !images.is_empty() {
-            let embeddings = encoder.embed_images(&images)?;
-            let news = pending
-                .iter()
-                .zip(embeddings)
-                .map(|((_, path, hash, width, height), embedding)| NewImage {
-                    embedding,
-                    source_path: Some(path.display().to_string()),
-                    width: Some(*width),
-                    height: Some(*height),
-                    content_hash: Some(hash.clone()),
-                    metadata: serde_json::Value::Null,
-                })
-                .collect();
-            for ((slot, ..), outcome) in pending.iter().zip(store.add_batch(news)?) {
-                match outcome {
-                    AddOutcome::Added(_) => out.added += 1,
-                    AddOutcome::Duplicate(_) => out.duplicates += 1,
-                }
-                out.ids[*slot] = Some(outcome.id());
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    Ok(out)
+) -> Result<IndexReport> {
+    Ok(setr_server::indexing::add_files(
+        store,
+        encoder,
+        files,
+        batch,
+        limits,
+        &|r| bar.set_position(r.processed as u64),
+    )?)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -275,11 +179,11 @@ pub fn index(args: IndexArgs) -> Result<()> {
     }
     let encoder = args.model.load(None)?;
     // An existing store must hold this model's embeddings; a new one records it.
-    let mut store = open_store_for(&args.store, &encoder)?;
-    let files = image_files(&args.dir)?;
+    let store = Mutex::new(open_store_for(&args.store, &encoder)?);
+    let (files, symlinks) = setr_server::indexing::image_files(&args.dir)?;
     let bar = progress(files.len(), "images");
     let done = add_files(
-        &mut store,
+        &store,
         &encoder,
         &files,
         args.model.batch,
@@ -298,57 +202,11 @@ pub fn index(args: IndexArgs) -> Result<()> {
         "added": done.added,
         "duplicates": done.duplicates,
         "unreadable": done.unreadable,
-        "gallery": store.len(),
+        "symlinks_skipped": symlinks,
+        "gallery": store.lock().map_or(0, |s| s.len()),
         "seconds": seconds,
         "images_per_second": done.added as f64 / seconds.max(1e-9),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
-}
-
-/// Reads, hashes and decodes a chunk of files on all cores.
-fn prepare(chunk: &[PathBuf], limits: &DecodeLimits) -> Vec<Prepared> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(chunk.len().max(1));
-    let per = chunk.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunk
-            .chunks(per)
-            .map(|part| {
-                let handle = scope.spawn(move || {
-                    part.iter()
-                        .map(|path| match std::fs::read(path) {
-                            Ok(bytes) => Prepared {
-                                path: path.clone(),
-                                hash: content_hash(&bytes),
-                                image: decode_image(&bytes, limits).map_err(|e| e.to_string()),
-                            },
-                            Err(e) => Prepared {
-                                path: path.clone(),
-                                hash: String::new(),
-                                image: Err(e.to_string()),
-                            },
-                        })
-                        .collect::<Vec<_>>()
-                });
-                (part, handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|(part, handle)| {
-                // A decoder panic on hostile bytes fails those files, not the run.
-                handle.join().unwrap_or_else(|_| {
-                    part.iter()
-                        .map(|path| Prepared {
-                            path: path.clone(),
-                            hash: String::new(),
-                            image: Err("the decoder panicked".into()),
-                        })
-                        .collect()
-                })
-            })
-            .collect()
-    })
 }

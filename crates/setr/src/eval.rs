@@ -149,11 +149,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 encoder.identity().fingerprint.trim_start_matches("sha256:")
             )),
         };
-        let mut store = open_store_for(&store_dir, &encoder)?;
+        let store = std::sync::Mutex::new(open_store_for(&store_dir, &encoder)?);
         let files: Vec<PathBuf> = dataset.gallery.iter().map(|g| g.path.clone()).collect();
         let bar = progress(files.len(), "gallery images");
         let added = add_files(
-            &mut store,
+            &store,
             &encoder,
             &files,
             args.model.batch,
@@ -161,6 +161,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             &bar,
         )?;
         bar.finish_and_clear();
+        let store = store
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
         if !added.unreadable.is_empty() {
             eprintln!(
                 "{name}: {} gallery image(s) unreadable (they cannot be retrieved)",

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_encode;
 mod bench_rerank;
+mod bench_serve;
 mod encode;
 mod eval;
 mod random;
@@ -136,6 +137,9 @@ enum BenchCommand {
     Encode(bench_encode::EncodeBenchArgs),
     /// Qwen3-VL reranker latency per query, with and without the shared prefix.
     Rerank(bench_rerank::RerankBenchArgs),
+    /// Load test of `setr serve` on loopback: latency at fixed rates, sustained QPS, RSS
+    /// over a soak, searches with reranking.
+    Serve(bench_serve::ServeBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Search(args)) => bench::search(args),
         Command::Bench(BenchCommand::Encode(args)) => bench_encode::encode(args),
         Command::Bench(BenchCommand::Rerank(args)) => bench_rerank::rerank(args),
+        Command::Bench(BenchCommand::Serve(args)) => bench_serve::serve(args),
     }
 }
 

@@ -56,10 +56,28 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, env = "SETR_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Largest image in pixels, checked on the header before decoding (413 beyond).
+    #[arg(long, env = "SETR_MAX_PIXELS")]
+    max_pixels: Option<u64>,
+    /// Largest encoder batch (concurrent requests are batched up to this size).
+    #[arg(long, env = "SETR_MAX_BATCH")]
+    max_batch: Option<usize>,
+    /// Longest wait for an encoder batch to fill, milliseconds.
+    #[arg(long, env = "SETR_MAX_WAIT_MS")]
+    max_wait_ms: Option<u64>,
+    /// HTTP worker threads (0 = one per core).
+    #[arg(long, env = "SETR_WORKERS")]
+    workers: Option<usize>,
+    /// Longest time a request may take before it is answered 503, milliseconds (0 = none).
+    #[arg(long, env = "SETR_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// A directory under which POST /v1/index may index images (repeatable; none = off).
+    #[arg(long = "index-root", env = "SETR_INDEX_ROOTS", value_delimiter = ',')]
+    index_roots: Vec<PathBuf>,
     /// Synthetic demo images rendered and indexed when the store does not exist (0: none).
     #[arg(long, env = "SETR_DEMO_IMAGES")]
     demo_images: Option<usize>,
-    /// Qwen3-VL checkpoint for the built-in `qwen3-vl` reranker.
+    /// Qwen3-VL checkpoint for the built-in `qwen3-vl` reranker ("none": no VLM reranking).
     #[arg(long, env = "SETR_RERANKER_MODEL")]
     reranker_model: Option<String>,
     #[command(flatten)]
@@ -109,6 +127,24 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if let Some(n) = args.max_body_bytes {
         server.max_body_bytes = n;
     }
+    if let Some(n) = args.max_pixels {
+        server.max_pixels = n;
+    }
+    if let Some(n) = args.max_batch {
+        server.max_batch = n;
+    }
+    if let Some(n) = args.max_wait_ms {
+        server.max_wait_ms = n;
+    }
+    if let Some(n) = args.workers {
+        server.workers = n;
+    }
+    if let Some(n) = args.request_timeout_ms {
+        server.request_timeout_ms = n;
+    }
+    if !args.index_roots.is_empty() {
+        server.index_roots = args.index_roots;
+    }
     let store_dir = args
         .store
         .or(file.store)
@@ -139,7 +175,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             store
         }
         (Some(encoder), Err(setr_index::IndexError::Missing(_))) => {
-            let mut store = open_store_for(&store_dir, encoder)?;
+            let store = std::sync::Mutex::new(open_store_for(&store_dir, encoder)?);
             if demo_images > 0 {
                 let gallery = file
                     .demo_gallery
@@ -159,7 +195,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 files.sort();
                 let bar = progress(files.len(), "demo images");
                 add_files(
-                    &mut store,
+                    &store,
                     encoder,
                     &files,
                     32,
@@ -169,6 +205,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 bar.finish_and_clear();
             }
             store
+                .into_inner()
+                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
         }
         (None, Err(e)) => {
             return Err(e).with_context(|| format!("opening {}", store_dir.display()))
@@ -179,7 +217,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     // Second stage: the VLM when configured, then every plugin that passes the checks.
     let mut rerankers: Vec<Box<dyn setr_core::Reranker>> = Vec::new();
-    if let Some(m) = args.reranker_model.or(file.reranker_model) {
+    if let Some(m) = args
+        .reranker_model
+        .or(file.reranker_model)
+        .filter(|m| m != "none")
+    {
         let vlm = setr_models::VlmReranker::load(
             &m,
             &setr_models::RerankerOptions {

@@ -35,6 +35,13 @@ fn start(store: &Path, extra: &[&str]) -> Server {
             "0",
         ])
         .args(extra)
+        // The embedded default names the bundled demo reranker by a path relative to the
+        // repository root; these tests configure rerankers themselves.
+        .args(if extra.contains(&"--reranker-model") {
+            &[][..]
+        } else {
+            &["--reranker-model", "none"][..]
+        })
         .env("HF_HUB_OFFLINE", "1")
         .stderr(Stdio::piped())
         .spawn()
@@ -63,17 +70,37 @@ fn http(
     body: Option<&Value>,
     key: Option<&str>,
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    http_raw(
+        addr,
+        method,
+        path,
+        "application/json",
+        payload.as_bytes(),
+        key,
+    )
+}
+
+/// One HTTP/1.1 request with any body.
+fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    payload: &[u8],
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\n\r\n",
         payload.len()
     )
     .unwrap();
+    stream.write_all(payload).unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let response = String::from_utf8_lossy(&raw).into_owned();
@@ -423,4 +450,204 @@ fn search_with_rerank_chains_the_configured_rerankers() {
         (422, Some("validation")),
         "{body}"
     );
+}
+
+/// A multipart/form-data body from `(field, file name, bytes)`; returns (content type, body).
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "setr-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, file, bytes) in parts {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
+        )
+        .unwrap();
+        if let Some(f) = file {
+            write!(
+                body,
+                "; filename=\"{f}\"\r\nContent-Type: application/octet-stream"
+            )
+            .unwrap();
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn png_of(seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(48, 40, |x, y| {
+        image::Rgb([
+            (x * 5 + seed * 37) as u8,
+            (y * 7 + seed * 11) as u8,
+            ((x ^ y) + seed * 3) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn multipart_index_roots_timeout_and_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let images = fixtures().join("images");
+    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
+        .args(["index", images.to_str().unwrap(), "--store"])
+        .arg(&store)
+        .arg("--model")
+        .arg(fixtures().join("models/clip-a"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // An index root with three new images, a symlink to a file outside, and a directory
+    // outside the root.
+    let root = tmp.path().join("roots");
+    let gallery = root.join("gallery");
+    std::fs::create_dir_all(gallery.join("sub")).unwrap();
+    for (i, rel) in ["a.png", "b.png", "sub/c.png"].iter().enumerate() {
+        std::fs::write(gallery.join(rel), png_of(i as u32 + 1)).unwrap();
+    }
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.png"), png_of(9)).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.png"), gallery.join("escape.png")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("outside-link")).unwrap();
+
+    let testing = plugin_lib("setr-testing-plugin");
+    let server = start(
+        &store,
+        &[
+            "--index-root",
+            root.to_str().unwrap(),
+            "--request-timeout-ms",
+            "700",
+            "--plugin",
+            &testing,
+            "--plugin-config",
+            r#"libsetr_testing_plugin={"mode": "slow"}"#,
+        ],
+    );
+    let a = server.addr.as_str();
+    let (_, ready) = http(a, "GET", "/ready", None, None);
+    let before = ready["images"].as_u64().unwrap();
+
+    // Multipart search: an uploaded file finds itself first.
+    let landscape = std::fs::read(images.join("landscape.png")).unwrap();
+    let (ct, body) = multipart(&[
+        ("image", Some("landscape.png"), &landscape),
+        ("k", None, b"1"),
+    ]);
+    let (status, found) = http_raw(a, "POST", "/v1/search", &ct, &body, None);
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["results"][0]["source_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("landscape.png"),
+        "{found}"
+    );
+    let (ct, body) = multipart(&[
+        ("image_id", None, b"1"),
+        ("text", None, b"make it red"),
+        ("strategy", None, b"union"),
+        ("k", None, b"2"),
+    ]);
+    let (status, found) = http_raw(a, "POST", "/v1/search", &ct, &body, None);
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["strategy"], "union");
+    assert_eq!(found["results"].as_array().unwrap().len(), 2);
+    for (parts, status, kind) in [
+        (vec![("colour", None, &b"red"[..])], 400, "bad_request"),
+        (vec![("k", None, &b"many"[..])], 422, "validation"),
+        (
+            vec![("image", Some("x.png"), &b"not an image"[..])],
+            415,
+            "unsupported_image",
+        ),
+    ] {
+        let (ct, body) = multipart(&parts);
+        let (s, b) = http_raw(a, "POST", "/v1/search", &ct, &body, None);
+        assert_eq!((s, b["type"].as_str()), (status, Some(kind)), "{b}");
+    }
+    // Multipart upload into the gallery, with metadata.
+    let (ct, body) = multipart(&[
+        ("image", Some("new.png"), &png_of(42)),
+        ("metadata", None, br#"{"source": "form"}"#),
+    ]);
+    let (status, added) = http_raw(a, "POST", "/v1/images", &ct, &body, None);
+    assert_eq!(status, 201, "{added}");
+    let (_, record) = http(a, "GET", &format!("/v1/images/{}", added["id"]), None, None);
+    assert_eq!(record["metadata"]["source"], "form");
+
+    // Server-side indexing: only under the root, never through symlinks.
+    for (path, status) in [
+        (outside.display().to_string(), 403),
+        ("../outside".to_string(), 403),
+        ("outside-link".to_string(), 403),
+        ("/".to_string(), 403),
+        ("missing".to_string(), 404),
+        ("gallery/a.png".to_string(), 422),
+    ] {
+        let (s, b) = http(a, "POST", "/v1/index", Some(&json!({ "path": path })), None);
+        assert_eq!(s, status, "{path}: {b}");
+    }
+    let (status, job) = http(
+        a,
+        "POST",
+        "/v1/index",
+        Some(&json!({"path": "gallery"})),
+        None,
+    );
+    assert_eq!(status, 202, "{job}");
+    let poll = format!("/v1/index/{}", job["job"]);
+    let report = (0..200)
+        .find_map(|_| {
+            let (s, r) = http(a, "GET", &poll, None, None);
+            assert_eq!(s, 200, "{r}");
+            if r["report"]["state"] == "running" {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            } else {
+                Some(r["report"].clone())
+            }
+        })
+        .expect("the index job did not finish in 10 s");
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!(report["files"], 3, "{report}");
+    assert_eq!(report["added"], 3, "{report}");
+    assert_eq!(report["symlinks_skipped"], 1, "{report}");
+    let (_, ready) = http(a, "GET", "/ready", None, None);
+    assert_eq!(ready["images"].as_u64().unwrap(), before + 4);
+    assert_eq!(http(a, "GET", "/v1/index/99", None, None).0, 404);
+
+    // A request over the timeout (the plugin sleeps 2 s) is answered 503 `timeout` at once.
+    let q = json!({"image": {"id": 1}, "text": "make it red", "k": 2, "rerank": {"k": 3}});
+    let t = std::time::Instant::now();
+    let (status, body) = http(a, "POST", "/v1/search", Some(&q), None);
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (503, Some("timeout")),
+        "{body}"
+    );
+    assert!(t.elapsed().as_millis() < 1900, "{:?}", t.elapsed());
+
+    // Metrics: histograms by route and stage, encoder batches, loaded rerankers.
+    let (_, metrics) = http(a, "GET", "/metrics", None, None);
+    let text = metrics.as_str().unwrap_or_default();
+    for needle in [
+        "setr_request_duration_seconds_bucket{route=\"/v1/search\",le=\"+Inf\"}",
+        "setr_stage_duration_seconds_count{stage=\"search\"}",
+        "setr_encoder_batch_size_count",
+        "setr_encoder_queue",
+        "setr_reranker_loaded{name=\"testing\"} 1",
+        "setr_gallery_images",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
 }

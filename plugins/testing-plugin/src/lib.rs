@@ -1,5 +1,6 @@
-//! Test plugin: `{"mode": "ok" | "panic" | "nan" | "error" | "fail-create" | "panic-create"}`.
-//! `ok` scores candidates by their coarse score reversed (so the order visibly changes).
+//! Test plugin: `{"mode": "ok" | "panic" | "nan" | "error" | "slow" | "fail-create" |
+//! "panic-create"}`. `ok` scores candidates by their coarse score reversed (so the order
+//! visibly changes); `slow` does the same after sleeping two seconds (timeout tests).
 
 use setr_plugin_api::{export_plugin, Candidate, Plugin, Query};
 
@@ -35,6 +36,13 @@ impl Plugin for Testing {
         match self.mode.as_str() {
             "panic" => panic!("asked to panic in score"),
             "error" => Err("asked to fail in score".into()),
+            "slow" => {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                for (s, c) in scores.iter_mut().zip(candidates) {
+                    *s = -c.coarse_score;
+                }
+                Ok(())
+            }
             "nan" => {
                 scores.fill(f32::NAN);
                 Ok(())
