@@ -68,6 +68,9 @@ impl SearchBackend for FlatBackend {
 pub(crate) fn make_backend(config: &StoreConfig) -> Result<Box<dyn SearchBackend>> {
     match &config.backend {
         BackendConfig::Flat => Ok(Box::new(FlatBackend::new(config.search_threads))),
+        BackendConfig::Cuda { device } => Ok(Box::new(
+            setr_cuda::CudaBackend::new(*device).map_err(crate::cuda_backend::cuda_error)?,
+        )),
         #[cfg(feature = "faiss")]
         other => Ok(Box::new(crate::faiss_backend::FaissBackend::new(
             other.clone(),

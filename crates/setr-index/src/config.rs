@@ -81,6 +81,13 @@ pub enum BackendConfig {
         #[serde(default = "default_target_recall")]
         target_recall: f32,
     },
+    /// Exact scan on a CUDA device (setr-cuda's fused kernels over a device-resident f16
+    /// mirror of the gallery). Needs the `cuda` feature and a GPU.
+    Cuda {
+        /// Device ordinal.
+        #[serde(default)]
+        device: usize,
+    },
 }
 
 fn default_hnsw_m() -> usize {
@@ -100,6 +107,7 @@ impl BackendConfig {
             BackendConfig::Flat => "flat",
             BackendConfig::FaissIvf { .. } => "faiss-ivf",
             BackendConfig::FaissHnsw { .. } => "faiss-hnsw",
+            BackendConfig::Cuda { .. } => "cuda",
         }
     }
 
@@ -130,7 +138,7 @@ impl BackendConfig {
             )))
         };
         match self {
-            BackendConfig::Flat => Ok(()),
+            BackendConfig::Flat | BackendConfig::Cuda { .. } => Ok(()),
             BackendConfig::FaissIvf {
                 nlist,
                 nprobe,

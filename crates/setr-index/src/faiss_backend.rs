@@ -231,7 +231,9 @@ impl FaissBackend {
                 )?;
                 (index, knob)
             }
-            BackendConfig::Flat => return Err(fail(&self.config, "not a faiss configuration")),
+            BackendConfig::Flat | BackendConfig::Cuda { .. } => {
+                return Err(fail(&self.config, "not a faiss configuration"))
+            }
         };
         Ok(index)
     }

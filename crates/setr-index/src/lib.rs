@@ -13,6 +13,7 @@
 
 mod backend;
 mod config;
+mod cuda_backend;
 mod error;
 #[cfg(feature = "faiss")]
 mod faiss_backend;

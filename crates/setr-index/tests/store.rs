@@ -286,3 +286,25 @@ fn open_or_create_checks_the_dimension() {
         Err(IndexError::InvalidConfig(_))
     ));
 }
+
+/// Without the `cuda` feature the cuda backend is a clear error and the store keeps its
+/// backend (and its configuration on disk).
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn the_cuda_backend_without_the_feature_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::create(tmp.path(), StoreConfig::new(8)).unwrap();
+    store.add(image(1, 8)).unwrap();
+    let err = store
+        .set_backend(BackendConfig::Cuda { device: 0 })
+        .unwrap_err();
+    assert!(
+        matches!(err, IndexError::BackendNotCompiled("cuda")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`cuda` cargo feature"), "{err}");
+    assert_eq!(store.backend_name(), "flat");
+    drop(store);
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(store.backend_name(), "flat");
+}

@@ -116,9 +116,9 @@ fn start_server(args: &ServeBenchArgs, store: &std::path::Path) -> Result<Server
     Ok(ServerProcess { child, addr })
 }
 
-/// Builds (once) the synthetic gallery and its store; returns the store and the queries
-/// (reference name, caption) of its CIRR annotations.
-fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<String>)> {
+/// Builds (once) the synthetic gallery and its store; returns the store, its image ids
+/// (identical renders share one) and the captions of its CIRR annotations.
+fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<u64>, Vec<String>)> {
     let gallery = args.data.join(format!("gallery-{}", args.images));
     let store = args.data.join(format!("store-{}", args.images));
     if !gallery.join("scenes.jsonl").is_file() {
@@ -136,7 +136,7 @@ fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<String>)> {
             },
         )?;
     }
-    if !store.join("config.json").is_file() {
+    if setr_index::Store::open(&store).is_err() {
         eprintln!("indexing into {}", store.display());
         let exe = std::env::current_exe()?;
         let status = Command::new(exe)
@@ -151,6 +151,14 @@ fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<String>)> {
             bail!("indexing the benchmark gallery failed");
         }
     }
+    let ids: Vec<u64> = {
+        let opened = setr_index::Store::open(&store)?;
+        opened
+            .list(0, usize::MAX)?
+            .into_iter()
+            .map(|r| r.id.0)
+            .collect()
+    };
     let mut texts = Vec::new();
     for split in ["train", "val"] {
         let path = gallery.join(format!("captions/cap.rc2.{split}.json"));
@@ -164,7 +172,10 @@ fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<String>)> {
     if texts.is_empty() {
         bail!("no captions in {}", gallery.display());
     }
-    Ok((store, texts))
+    if ids.is_empty() {
+        bail!("the benchmark store {} is empty", store.display());
+    }
+    Ok((store, ids, texts))
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -240,6 +251,8 @@ impl Conn {
 struct Phase {
     latencies: Vec<f64>,
     errors: usize,
+    /// Failures by HTTP status (0: the connection failed).
+    failures: std::collections::BTreeMap<u16, usize>,
     seconds: f64,
 }
 
@@ -263,6 +276,7 @@ impl Phase {
             "target": target,
             "requests": self.latencies.len() + self.errors,
             "errors": self.errors,
+            "failures_by_status": self.failures,
             "achieved_qps": self.qps(),
             "p50_ms": self.quantile(0.5),
             "p99_ms": self.quantile(0.99),
@@ -271,9 +285,9 @@ impl Phase {
     }
 }
 
-fn body(texts: &[String], images: usize, i: usize, rerank_k: usize) -> Vec<u8> {
-    // A deterministic spread of references and captions (odd multipliers: no short cycles).
-    let id = (i.wrapping_mul(7919) % images.max(1)) as u64 + 1;
+fn body(texts: &[String], ids: &[u64], i: usize, rerank_k: usize) -> Vec<u8> {
+    // A deterministic spread of references and captions (prime multipliers: no short cycles).
+    let id = ids[i.wrapping_mul(7919) % ids.len()];
     let text = &texts[i.wrapping_mul(104_729) % texts.len()];
     let mut q = json!({ "image": { "id": id }, "text": text, "k": 10 });
     if rerank_k > 0 {
@@ -282,70 +296,22 @@ fn body(texts: &[String], images: usize, i: usize, rerank_k: usize) -> Vec<u8> {
     q.to_string().into_bytes()
 }
 
-/// Open loop: request `i` is due at `start + i / rate`; latency counts from then.
-fn open_loop(
-    addr: &str,
-    rate: f64,
-    seconds: f64,
-    connections: usize,
-    make: &(dyn Fn(usize) -> Vec<u8> + Sync),
-) -> Phase {
-    let total = (rate * seconds).round() as usize;
-    let next = AtomicUsize::new(0);
-    let start = Instant::now() + Duration::from_millis(50);
-    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..connections)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut conn = Conn {
-                        addr: addr.to_owned(),
-                        stream: None,
-                    };
-                    let (mut lat, mut errors) = (Vec::new(), 0);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            break;
-                        }
-                        let due = start + Duration::from_secs_f64(i as f64 / rate);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        match conn.post("/v1/search", &make(i)) {
-                            Ok(200) => lat.push(due.elapsed().as_secs_f64() * 1e3),
-                            _ => errors += 1,
-                        }
-                    }
-                    (lat, errors)
-                })
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let seconds = start.elapsed().as_secs_f64().max(1e-9);
-    let mut phase = Phase {
-        latencies: Vec::with_capacity(total),
-        errors: 0,
-        seconds,
-    };
-    for (lat, errors) in results {
-        phase.latencies.extend(lat);
-        phase.errors += errors;
-    }
-    phase
-}
-
-/// Closed loop: `clients` clients, each sending its next request when the last answers.
-fn closed_loop(
+/// Drives `/v1/search` from `clients` keep-alive connections. Open loop (`rate` given):
+/// request `i` is due at `start + i / rate` and its latency counts from then, so queueing in
+/// a stalled server is not hidden. Closed loop (`rate` none): each client sends its next
+/// request when the last one answers, for `seconds`.
+fn drive(
     addr: &str,
     clients: usize,
     seconds: f64,
+    rate: Option<f64>,
     make: &(dyn Fn(usize) -> Vec<u8> + Sync),
 ) -> Phase {
+    let total = rate.map_or(usize::MAX, |r| (r * seconds).round() as usize);
     let next = AtomicUsize::new(0);
-    let start = Instant::now();
+    let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs_f64(seconds);
-    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
+    let results: Vec<(Vec<f64>, Vec<u16>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|_| {
                 s.spawn(|| {
@@ -353,13 +319,24 @@ fn closed_loop(
                         addr: addr.to_owned(),
                         stream: None,
                     };
-                    let (mut lat, mut errors) = (Vec::new(), 0);
-                    while Instant::now() < end {
+                    let (mut lat, mut errors) = (Vec::new(), Vec::new());
+                    loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let t = Instant::now();
+                        let due = match rate {
+                            Some(r) if i < total => start + Duration::from_secs_f64(i as f64 / r),
+                            None if Instant::now() < end => Instant::now().max(start),
+                            _ => break,
+                        };
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
                         match conn.post("/v1/search", &make(i)) {
-                            Ok(200) => lat.push(t.elapsed().as_secs_f64() * 1e3),
-                            _ => errors += 1,
+                            Ok(200) => lat.push(due.elapsed().as_secs_f64() * 1e3),
+                            Ok(status) => errors.push(status),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "request failed");
+                                errors.push(0)
+                            }
                         }
                     }
                     (lat, errors)
@@ -371,23 +348,26 @@ fn closed_loop(
     let mut phase = Phase {
         latencies: Vec::new(),
         errors: 0,
-        seconds: start.elapsed().as_secs_f64(),
+        failures: Default::default(),
+        seconds: start.elapsed().as_secs_f64().max(1e-9),
     };
     for (lat, errors) in results {
         phase.latencies.extend(lat);
-        phase.errors += errors;
+        phase.errors += errors.len();
+        for status in errors {
+            *phase.failures.entry(status).or_insert(0) += 1;
+        }
     }
     phase
 }
 
 pub fn serve(args: ServeBenchArgs) -> Result<()> {
-    let (store, texts) = prepare(&args)?;
+    let (store, ids, texts) = prepare(&args)?;
     let server = start_server(&args, &store)?;
     let addr = server.addr.clone();
-    let images = args.images;
-    let plain = |i: usize| body(&texts, images, i, 0);
+    let plain = |i: usize| body(&texts, &ids, i, 0);
     // Warm-up: model caches, allocator, connections.
-    let _ = closed_loop(&addr, 2, 2.0, &plain);
+    let _ = drive(&addr, 2, 2.0, None, &plain);
     let rss_start = server.rss();
     let mut rows = Vec::new();
     let mut sustained = None;
@@ -397,18 +377,23 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
     );
     let print = |p: &Phase, name: &str, target: &str| {
         println!(
-            "{:<22} {:>9} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<22} {:>9} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>9.2}{}",
             name,
             target,
             p.qps(),
             p.errors,
             p.quantile(0.5),
             p.quantile(0.99),
-            p.quantile(1.0)
+            p.quantile(1.0),
+            if p.failures.is_empty() {
+                String::new()
+            } else {
+                format!("  failures by status (0 = connection): {:?}", p.failures)
+            }
         );
     };
     for &rate in &args.rates {
-        let p = open_loop(&addr, rate, args.seconds, args.connections, &plain);
+        let p = drive(&addr, args.connections, args.seconds, Some(rate), &plain);
         print(&p, "search (no rerank)", &format!("{rate} qps"));
         rows.push(p.row("search", &format!("{rate} qps")));
         let ok = p.errors == 0 && p.quantile(0.99) <= args.p99_ms;
@@ -432,11 +417,11 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
                     std::thread::sleep(Duration::from_secs(5));
                 }
             });
-            let p = open_loop(
+            let p = drive(
                 &addr,
-                args.soak_rate,
-                args.soak_seconds,
                 args.connections,
+                args.soak_seconds,
+                Some(args.soak_rate),
                 &plain,
             );
             done.store(true, Ordering::Relaxed);
@@ -469,8 +454,14 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
     }
     if args.rerank_k > 0 && args.reranker_model != "none" {
         let k = args.rerank_k;
-        let rerank = |i: usize| body(&texts, images, i, k);
-        let p = closed_loop(&addr, args.rerank_clients, args.rerank_seconds, &rerank);
+        let rerank = |i: usize| body(&texts, &ids, i, k);
+        let p = drive(
+            &addr,
+            args.rerank_clients,
+            args.rerank_seconds,
+            None,
+            &rerank,
+        );
         let name = format!("search + rerank K={k}");
         print(&p, &name, &format!("{} clients", args.rerank_clients));
         rows.push(p.row(
