@@ -58,6 +58,13 @@ enum Command {
     Bench(BenchCommand),
 }
 
+fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{s}` is not a number in [0, 1]")),
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct SynthArgs {
     /// Output directory of the benchmark.
@@ -72,6 +79,10 @@ struct SynthArgs {
     /// Image side in pixels.
     #[arg(long, default_value_t = 64)]
     size: u32,
+    /// Fraction of the CIRR groups in the val split (the rest are train); 1 makes a
+    /// held-out benchmark of only val queries.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_fraction)]
+    val_fraction: f64,
     /// Write random unit embeddings into a store instead of rendering images
     /// (for galleries of any size, up to 1M and beyond).
     #[arg(long, requires = "store")]
@@ -209,6 +220,7 @@ fn synth(args: SynthArgs) -> Result<()> {
         images: args.images,
         seed: args.seed,
         image_size: args.size,
+        val_fraction: args.val_fraction,
         ..Default::default()
     };
     let summary = setr_synth::generate(&args.out, &opts)
