@@ -120,7 +120,15 @@ fn start_server(args: &ServeBenchArgs, store: &std::path::Path) -> Result<Server
 /// (identical renders share one) and the captions of its CIRR annotations.
 fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<u64>, Vec<String>)> {
     let gallery = args.data.join(format!("gallery-{}", args.images));
-    let store = args.data.join(format!("store-{}", args.images));
+    // One store per model version: the server refuses a store indexed by another model.
+    let checkpoint = setr_models::resolve(&args.model, setr_models::offline_from_env())?;
+    let fingerprint = setr_models::fingerprint(&checkpoint)?;
+    let short: String = fingerprint
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    let store = args.data.join(format!("store-{}-{short}", args.images));
     if !gallery.join("scenes.jsonl").is_file() {
         eprintln!(
             "rendering {} synthetic scenes into {}",
