@@ -9,6 +9,7 @@
 mod dot;
 mod error;
 mod query;
+mod random;
 mod rerank;
 mod search;
 mod stats;
@@ -18,6 +19,7 @@ mod types;
 pub use dot::{dot_f16, dot_f32, dots_f32};
 pub use error::CoreError;
 pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
+pub use random::normal_values;
 pub use rerank::{
     fuse, CandidateScore, Fusion, Ranked, RerankCandidate, RerankError, RerankQuery, Reranker,
     RgbView,

@@ -5,25 +5,8 @@ use proptest::prelude::*;
 use setr_core::Strategy;
 use setr_core::*;
 
-/// Deterministic normal-ish values (sum of uniforms), never all zero.
-fn gaussian(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            let mut acc = 0.0f32;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            }
-            acc
-        })
-        .collect()
-}
-
 fn normalised_rows(seed: u64, rows: usize, dim: usize) -> Vec<f32> {
-    let mut v = gaussian(seed, rows * dim);
+    let mut v = normal_values(seed, rows * dim);
     for r in v.chunks_mut(dim) {
         l2_normalize("row", r).unwrap();
     }
@@ -45,8 +28,8 @@ fn stats_of(view: &GalleryView<'_>) -> GalleryStats {
 fn queries(seed: u64, n: usize, dim: usize) -> Vec<ComposedQuery> {
     (0..n as u64)
         .map(|i| ComposedQuery {
-            image: Some(gaussian(seed * 1000 + 2 * i, dim)),
-            text: Some(gaussian(seed * 1000 + 2 * i + 1, dim)),
+            image: Some(normal_values(seed * 1000 + 2 * i, dim)),
+            text: Some(normal_values(seed * 1000 + 2 * i + 1, dim)),
         })
         .collect()
 }

@@ -4,19 +4,7 @@ use setr_index::Store;
 
 /// Deterministic normal-ish vector for a seed (never zero).
 pub fn vector(seed: u64, dim: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..dim)
-        .map(|_| {
-            let mut acc = 0.0f32;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            }
-            acc
-        })
-        .collect()
+    setr_core::normal_values(seed, dim)
 }
 
 pub fn unit(seed: u64, dim: usize) -> Vec<f32> {

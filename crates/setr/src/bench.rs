@@ -13,7 +13,7 @@ use setr_core::{
     PreparedBatch, SearchOptions, Strategy,
 };
 
-use crate::random::normal_values;
+use setr_core::normal_values;
 
 #[derive(clap::Args, Debug)]
 pub struct SearchBenchArgs {

@@ -4,21 +4,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use setr_core::normal_values;
 use setr_index::{BackendConfig, NewImage, Store, StoreConfig};
-
-/// Deterministic standard-normal-ish values (Irwin-Hall of 4 uniforms, rescaled).
-pub fn normal_values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA076_1D64_78BD_642F;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..n)
-        .map(|_| (next() + next() + next() + next() - 2.0) * 1.732)
-        .collect()
-}
 
 /// Creates (or extends) a store with `count` random embeddings; returns its size.
 pub fn fill_store(
