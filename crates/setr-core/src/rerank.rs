@@ -103,6 +103,24 @@ pub struct Ranked {
     pub not_reranked: Option<String>,
 }
 
+impl Ranked {
+    /// The coarse ranking as final results (no reranking), `why` saying why not if asked.
+    pub fn coarse_only(hits: &[Hit], why: Option<&str>) -> Vec<Ranked> {
+        hits.iter()
+            .enumerate()
+            .map(|(i, h)| Ranked {
+                id: h.id,
+                score: h.score,
+                coarse_score: h.score,
+                rerank_score: None,
+                coarse_rank: i,
+                rank: i,
+                not_reranked: why.map(str::to_owned),
+            })
+            .collect()
+    }
+}
+
 /// Fuses rerank scores into the coarse ranking `hits` (best first). Candidates that could
 /// not be scored keep their coarse rank; the scored ones are ordered by final score (ties:
 /// better coarse rank first) in the remaining places.

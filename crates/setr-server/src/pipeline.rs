@@ -115,19 +115,7 @@ pub fn rerank(
     );
     if ranked.is_empty() {
         // Every stage failed (or none ran): the coarse order stands.
-        ranked = hits
-            .iter()
-            .enumerate()
-            .map(|(i, h)| Ranked {
-                id: h.id,
-                score: h.score,
-                coarse_score: h.score,
-                rerank_score: None,
-                coarse_rank: i,
-                rank: i,
-                not_reranked: Some("no reranker succeeded".into()),
-            })
-            .collect();
+        ranked = Ranked::coarse_only(hits, Some("no reranker succeeded"));
     }
     // Coarse fields from the coarse stage, not from the previous stage.
     let coarse: HashMap<u64, (usize, f32)> = hits

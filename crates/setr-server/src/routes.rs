@@ -199,10 +199,6 @@ fn form_text(name: &str, bytes: Vec<u8>) -> Result<String, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("field `{name}` is not UTF-8")))
 }
 
-fn base64_of(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -250,34 +246,46 @@ async fn metrics(state: Data) -> Result<HttpResponse, ApiError> {
         .body(out))
 }
 
-/// An image in a request: a stored id or base64 bytes. URLs are refused (no fetching).
-#[derive(Deserialize)]
+/// An image in a request: a stored id or base64 bytes (JSON), or a file field of a
+/// multipart form. URLs are refused (no fetching).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ImageInput {
     id: Option<u64>,
     base64: Option<String>,
     url: Option<String>,
+    /// The bytes of a multipart file field (never from JSON).
+    #[serde(skip)]
+    upload: Option<Vec<u8>>,
 }
 
 /// A validated [`ImageInput`].
-enum ImageRef<'a> {
+enum ImageRef {
     /// A stored image.
     Stored(u64),
-    /// Image bytes, base64.
-    Bytes(&'a str),
+    /// Encoded image bytes (base64 already decoded).
+    Bytes(Vec<u8>),
 }
 
 impl ImageInput {
-    /// Exactly one of id or base64; URLs are refused (setr fetches nothing).
-    fn resolve(&self) -> Result<ImageRef<'_>, ApiError> {
+    fn uploaded(bytes: Vec<u8>) -> ImageInput {
+        ImageInput {
+            upload: Some(bytes),
+            ..ImageInput::default()
+        }
+    }
+
+    /// Exactly one of id, base64 or an upload; URLs are refused (setr fetches nothing).
+    fn resolve(self) -> Result<ImageRef, ApiError> {
         if self.url.is_some() {
             return Err(ApiError::Validation(
                 "image.url: fetching images by URL is disabled".into(),
             ));
         }
-        match (self.id, &self.base64) {
-            (Some(id), None) => Ok(ImageRef::Stored(id)),
-            (None, Some(b64)) => Ok(ImageRef::Bytes(b64)),
+        match (self.id, self.base64, self.upload) {
+            (Some(id), None, None) => Ok(ImageRef::Stored(id)),
+            (None, Some(b64), None) => Ok(ImageRef::Bytes(base64_bytes(&b64)?)),
+            (None, None, Some(bytes)) => Ok(ImageRef::Bytes(bytes)),
             _ => Err(ApiError::BadRequest(
                 "an image needs exactly one of id or base64".into(),
             )),
@@ -285,10 +293,15 @@ impl ImageInput {
     }
 }
 
-async fn decode(state: &Data, b64: &str) -> Result<(RgbImage, Vec<u8>), ApiError> {
-    let bytes = base64::engine::general_purpose::STANDARD
+fn base64_bytes(b64: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|e| ApiError::BadRequest(format!("image.base64 is not base64: {e}")))?;
+        .map_err(|e| ApiError::BadRequest(format!("image.base64 is not base64: {e}")))
+}
+
+/// Decodes image bytes on the blocking pool (pixel limit checked on the header first);
+/// returns the image and the bytes.
+async fn decode(state: &Data, bytes: Vec<u8>) -> Result<(RgbImage, Vec<u8>), ApiError> {
     let limits = DecodeLimits {
         max_pixels: state.config.max_pixels,
         ..DecodeLimits::default()
@@ -356,7 +369,7 @@ struct RerankQueryBody {
     image: Option<ImageInput>,
 }
 
-async fn image_input(state: &Data, input: &ImageInput) -> Result<RgbImage, ApiError> {
+async fn image_input(state: &Data, input: ImageInput) -> Result<RgbImage, ApiError> {
     match input.resolve()? {
         ImageRef::Stored(id) => {
             let path = state
@@ -376,7 +389,7 @@ async fn image_input(state: &Data, input: &ImageInput) -> Result<RgbImage, ApiEr
                     .map_err(internal)??,
             )
         }
-        ImageRef::Bytes(b64) => Ok(decode(state, b64).await?.0),
+        ImageRef::Bytes(bytes) => Ok(decode(state, bytes).await?.0),
     }
 }
 
@@ -415,12 +428,12 @@ async fn run_rerank(state: Data, body: RerankBody) -> Result<HttpResponse, ApiEr
         }
         None => 0,
     };
-    let reference = match &body.query.image {
+    let reference = match body.query.image {
         Some(input) => Some(image_input(&state, input).await?),
         None => None,
     };
     let mut documents = Vec::with_capacity(body.documents.len());
-    for d in &body.documents {
+    for d in body.documents {
         documents.push(image_input(&state, d).await?);
     }
     let st = state.clone();
@@ -499,9 +512,13 @@ async fn search_multipart(
     let _permit = permit(&state)?;
     with_timeout(&state, async {
         let mut body = serde_json::Map::new();
+        let mut upload = None;
         for (name, bytes) in form_fields(payload, state.config.max_body_bytes).await? {
             let value = match name.as_str() {
-                "image" => json!({ "base64": base64_of(&bytes) }),
+                "image" => {
+                    upload = Some(bytes);
+                    continue;
+                }
                 "image_id" => {
                     let text = form_text(&name, bytes)?;
                     let id: u64 = text.trim().parse().map_err(|_| {
@@ -535,8 +552,16 @@ async fn search_multipart(
             };
             body.insert(name, value);
         }
-        let body: SearchRequest = serde_json::from_value(serde_json::Value::Object(body))
+        let mut body: SearchRequest = serde_json::from_value(serde_json::Value::Object(body))
             .map_err(|e| ApiError::BadRequest(format!("invalid search form: {e}")))?;
+        if let Some(bytes) = upload {
+            if body.image.is_some() {
+                return Err(ApiError::BadRequest(
+                    "give one of the `image` file and `image_id`".into(),
+                ));
+            }
+            body.image = Some(ImageInput::uploaded(bytes));
+        }
         run_search(state.clone(), body).await
     })
     .await
@@ -552,7 +577,7 @@ async fn run_search(state: Data, body: SearchRequest) -> Result<HttpResponse, Ap
     // The reference as an image, for the rerankers: uploaded bytes, or a stored id's file.
     let mut reference_image: Option<RgbImage> = None;
     let mut reference_id: Option<u64> = None;
-    if let Some(image) = &body.image {
+    if let Some(image) = body.image {
         match image.resolve()? {
             ImageRef::Stored(id) => {
                 let embedding = state
@@ -563,9 +588,9 @@ async fn run_search(state: Data, body: SearchRequest) -> Result<HttpResponse, Ap
                 query.image = Some(embedding);
                 reference_id = Some(id);
             }
-            ImageRef::Bytes(b64) => {
+            ImageRef::Bytes(bytes) => {
                 let t = Instant::now();
-                let (decoded, _) = decode(&state, b64).await?;
+                let (decoded, _) = decode(&state, bytes).await?;
                 timings.insert("decode_ms".into(), json!(ms(t)));
                 let t = Instant::now();
                 reference_image = Some(decoded.clone());
@@ -723,19 +748,7 @@ async fn run_search(state: Data, body: SearchRequest) -> Result<HttpResponse, Ap
             per_reranker = chained.scores;
             chained.ranked
         }
-        None => hits
-            .iter()
-            .enumerate()
-            .map(|(i, h)| setr_core::Ranked {
-                id: h.id,
-                score: h.score,
-                coarse_score: h.score,
-                rerank_score: None,
-                coarse_rank: i,
-                rank: i,
-                not_reranked: None,
-            })
-            .collect(),
+        None => setr_core::Ranked::coarse_only(&hits, None),
     };
     let results: Vec<serde_json::Value> = {
         let store = state.store.lock().map_err(internal)?;
@@ -796,8 +809,8 @@ async fn embed(
 
 async fn run_embed(state: Data, body: EmbedRequest) -> Result<HttpResponse, ApiError> {
     let encoder = encoder(&state)?;
-    let embedding = match (&body.text, &body.image) {
-        (Some(text), None) => encoder.text(text.clone()).await?,
+    let embedding = match (body.text, body.image) {
+        (Some(text), None) => encoder.text(text).await?,
         // A stored image's embedding is the one the store holds; bytes are encoded.
         (None, Some(image)) => match image.resolve()? {
             ImageRef::Stored(id) => state
@@ -805,8 +818,8 @@ async fn run_embed(state: Data, body: EmbedRequest) -> Result<HttpResponse, ApiE
                 .lock()
                 .map_err(internal)?
                 .embedding(ImageId(id))?,
-            ImageRef::Bytes(b64) => {
-                let (image, _) = decode(&state, b64).await?;
+            ImageRef::Bytes(bytes) => {
+                let (image, _) = decode(&state, bytes).await?;
                 encoder.image(image).await?
             }
         },
@@ -835,7 +848,12 @@ async fn add_image(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let _permit = permit(&state)?;
-    with_timeout(&state, run_add(state.clone(), body.into_inner())).await
+    let body = body.into_inner();
+    with_timeout(&state, async {
+        let bytes = base64_bytes(&body.base64)?;
+        run_add(state.clone(), bytes, body.metadata).await
+    })
+    .await
 }
 
 /// `POST /v1/images` as multipart/form-data: a file field `image` and optional `metadata`
@@ -852,7 +870,7 @@ async fn add_image_multipart(
         let mut metadata = serde_json::Value::Null;
         for (name, bytes) in form_fields(payload, state.config.max_body_bytes).await? {
             match name.as_str() {
-                "image" => image = Some(base64_of(&bytes)),
+                "image" => image = Some(bytes),
                 "metadata" => {
                     metadata = serde_json::from_slice(&bytes)
                         .map_err(|e| ApiError::BadRequest(format!("metadata is not JSON: {e}")))?
@@ -864,21 +882,25 @@ async fn add_image_multipart(
                 }
             }
         }
-        let base64 = image
+        let bytes = image
             .ok_or_else(|| ApiError::BadRequest("the form has no `image` file field".into()))?;
-        run_add(state.clone(), AddRequest { base64, metadata }).await
+        run_add(state.clone(), bytes, metadata).await
     })
     .await
 }
 
-async fn run_add(state: Data, body: AddRequest) -> Result<HttpResponse, ApiError> {
+async fn run_add(
+    state: Data,
+    bytes: Vec<u8>,
+    metadata: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
     use sha2_lite::hex_sha256;
-    if !(body.metadata.is_null() || body.metadata.is_object()) {
+    if !(metadata.is_null() || metadata.is_object()) {
         return Err(ApiError::Validation(
             "metadata must be a JSON object".into(),
         ));
     }
-    let (image, bytes) = decode(&state, &body.base64).await?;
+    let (image, bytes) = decode(&state, bytes).await?;
     let (width, height) = image.dimensions();
     let embedding = encoder(&state)?.image(image).await?;
     let st = state.clone();
@@ -898,7 +920,7 @@ async fn run_add(state: Data, body: AddRequest) -> Result<HttpResponse, ApiError
             width: Some(width),
             height: Some(height),
             content_hash: Some(format!("sha256:{hash}")),
-            metadata: body.metadata,
+            metadata,
         })?;
         Ok((
             outcome.id(),

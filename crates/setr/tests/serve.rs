@@ -119,6 +119,26 @@ fn http_raw(
     (status, json)
 }
 
+/// A store under `dir` holding the fixture images, indexed with the tiny CLIP fixture.
+fn indexed_fixtures(dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("store");
+    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
+        .arg("index")
+        .arg(fixtures().join("images"))
+        .arg("--store")
+        .arg(&store)
+        .arg("--model")
+        .arg(fixtures().join("models/clip-a"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    store
+}
+
 fn b64(path: &Path) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
 }
@@ -126,20 +146,8 @@ fn b64(path: &Path) -> String {
 #[test]
 fn serve_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
+    let store = indexed_fixtures(tmp.path());
     let images = fixtures().join("images");
-    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
-        .args([
-            "index",
-            images.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--model",
-        ])
-        .arg(fixtures().join("models/clip-a"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     let key = Some("secret");
     let server = start(&store, &["--api-key", "secret"]);
     let a = server.addr.as_str();
@@ -317,19 +325,7 @@ fn image_decode(path: &Path) -> image::RgbImage {
 #[test]
 fn a_burst_beyond_the_in_flight_bound_gets_429() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
-        .args([
-            "index",
-            fixtures().join("images").to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--model",
-        ])
-        .arg(fixtures().join("models/clip-a"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let store = indexed_fixtures(tmp.path());
     let server = start(&store, &["--max-in-flight", "1"]);
     // A large image keeps a request busy decoding; 32 at once cannot all fit in one slot.
     let big = image::RgbImage::from_fn(1500, 1500, |x, y| {
@@ -357,19 +353,7 @@ fn a_burst_beyond_the_in_flight_bound_gets_429() {
 #[test]
 fn search_with_rerank_chains_the_configured_rerankers() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
-        .args([
-            "index",
-            fixtures().join("images").to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--model",
-        ])
-        .arg(fixtures().join("models/clip-a"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let store = indexed_fixtures(tmp.path());
     // Without rerankers configured, asking for one is 503.
     let plain = start(&store, &[]);
     let q = json!({"image": {"id": 1}, "text": "make it red", "k": 3, "rerank": {"k": 5}});
@@ -495,16 +479,8 @@ fn png_of(seed: u32) -> Vec<u8> {
 #[test]
 fn multipart_index_roots_timeout_and_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
+    let store = indexed_fixtures(tmp.path());
     let images = fixtures().join("images");
-    let out = Command::new(env!("CARGO_BIN_EXE_setr"))
-        .args(["index", images.to_str().unwrap(), "--store"])
-        .arg(&store)
-        .arg("--model")
-        .arg(fixtures().join("models/clip-a"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     // An index root with three new images, a symlink to a file outside, and a directory
     // outside the root.
     let root = tmp.path().join("roots");
@@ -565,6 +541,14 @@ fn multipart_index_roots_timeout_and_metrics() {
     for (parts, status, kind) in [
         (vec![("colour", None, &b"red"[..])], 400, "bad_request"),
         (vec![("k", None, &b"many"[..])], 422, "validation"),
+        (
+            vec![
+                ("image", Some("l.png"), &landscape[..]),
+                ("image_id", None, &b"1"[..]),
+            ],
+            400,
+            "bad_request",
+        ),
         (
             vec![("image", Some("x.png"), &b"not an image"[..])],
             415,
