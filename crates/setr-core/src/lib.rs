@@ -6,6 +6,7 @@
 //! fused top-k. No I/O, no models, no HTTP.
 #![deny(missing_docs)]
 
+mod cancel;
 mod dot;
 mod error;
 mod query;
@@ -16,13 +17,14 @@ mod stats;
 mod topk;
 mod types;
 
+pub use cancel::Cancel;
 pub use dot::{dot_f16, dot_f32, dots_f32};
 pub use error::CoreError;
 pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
 pub use random::normal_values;
 pub use rerank::{
-    fuse, CandidateScore, Fusion, Ranked, RerankCandidate, RerankError, RerankQuery, Reranker,
-    RgbView,
+    fuse, CandidateScore, Fusion, Ranked, RerankCandidate, RerankError, RerankErrorKind,
+    RerankQuery, Reranker, RgbBuffer, RgbView,
 };
 pub use search::{brute_force, check_request, search, SearchOptions};
 pub use stats::GalleryStats;

@@ -17,6 +17,28 @@ pub struct RgbView<'a> {
     pub pixels: &'a [u8],
 }
 
+impl RgbBuffer {
+    /// A view of the buffer.
+    pub fn view(&self) -> RgbView<'_> {
+        RgbView {
+            width: self.width,
+            height: self.height,
+            pixels: &self.pixels,
+        }
+    }
+}
+
+/// An owned RGB8 image (`pixels.len() == 3 * width * height`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbBuffer {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major RGB triplets.
+    pub pixels: Vec<u8>,
+}
+
 /// The composed query as a reranker sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct RerankQuery<'a> {
@@ -26,6 +48,9 @@ pub struct RerankQuery<'a> {
     pub reference: Option<RgbView<'a>>,
     /// The reference image's embedding, when known.
     pub reference_embedding: Option<&'a [f32]>,
+    /// The request's cancellation: a reranker that loops over candidates checks it between
+    /// them and fails with "cancelled" once it is set (`None`: never cancelled).
+    pub cancel: Option<&'a crate::Cancel>,
 }
 
 /// One coarse candidate as a reranker sees it.
@@ -50,8 +75,19 @@ pub struct RerankCandidate<'a> {
 pub struct RerankError {
     /// Name of the reranker.
     pub reranker: String,
+    /// Whose fault: the request's or the reranker's.
+    pub kind: RerankErrorKind,
     /// What went wrong.
     pub message: String,
+}
+
+/// Why a reranker failed for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RerankErrorKind {
+    /// The request cannot be scored as given (no reference image, an empty text...).
+    InvalidInput,
+    /// The reranker itself failed (a model error, a plugin's error status).
+    Failed,
 }
 
 /// Per candidate: its score (larger is better; the VLM gives P(Yes) in [0, 1]) or why it
@@ -62,6 +98,20 @@ pub type CandidateScore = std::result::Result<f32, String>;
 pub trait Reranker: Send + Sync {
     /// Unique name (`qwen3-vl`, a plugin's name, ...).
     fn name(&self) -> &str;
+    /// The image this reranker would look at for `image`: its own resize, which the host
+    /// applies right after decoding each candidate (and the reference), so that a request
+    /// holds its candidates at the reranker's input size, never all of them at full size.
+    /// `None` (the default): the reranker takes images as given, and the host fits them
+    /// within its configured pixel budget.
+    fn fit_image(&self, image: RgbView<'_>) -> Option<RgbBuffer> {
+        let _ = image;
+        None
+    }
+    /// True when the reranker cannot score without a reference image; the host refuses
+    /// such a request before decoding any candidate.
+    fn needs_reference(&self) -> bool {
+        false
+    }
     /// One entry per candidate, in order.
     fn score(
         &self,

@@ -23,7 +23,9 @@ mod vectors;
 pub use backend::{FlatBackend, SearchBackend};
 pub use config::{BackendConfig, StoreConfig};
 pub use error::IndexError;
-pub use store::{AddOutcome, ImageRecord, NewImage, Store, FORMAT_VERSION};
+pub use store::{
+    AddOutcome, ImageRecord, NewImage, StagedAdd, StagedDelete, Store, FORMAT_VERSION,
+};
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, IndexError>;

@@ -12,12 +12,15 @@ use setr_core::{
 };
 
 use crate::backend::make_backend;
-use crate::vectors::VectorFile;
+use crate::vectors::{VectorFile, HEADER};
 use crate::{BackendConfig, IndexError, Result, SearchBackend, StoreConfig};
 
 /// The on-disk format this build reads and writes. Bump it (and add a migration in
 /// `Store::open`) whenever the layout changes.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The largest id (exclusive bound of `next_id`): ids are stored as SQLite integers.
+const MAX_ID: u64 = i64::MAX as u64;
 
 const DB_FILE: &str = "store.sqlite";
 const VECTOR_FILE: &str = "vectors.f16";
@@ -38,6 +41,27 @@ CREATE TABLE images (
 CREATE UNIQUE INDEX images_by_hash ON images(content_hash) WHERE content_hash IS NOT NULL;
 CREATE TABLE stats (id INTEGER PRIMARY KEY CHECK (id = 0), data BLOB NOT NULL);
 ";
+
+/// An add whose rows are durable but not yet visible (see [`Store::stage_batch`]).
+#[derive(Debug)]
+#[must_use = "a staged add is invisible until published"]
+pub struct StagedAdd {
+    outcomes: Vec<AddOutcome>,
+    ids: Vec<ImageId>,
+    first_slot: usize,
+    next_id: u64,
+    /// The statistics with the new rows; `None` when nothing new was added.
+    stats: Option<GalleryStats>,
+}
+
+/// A deletion that is durable but not yet visible (see [`Store::stage_delete`]).
+#[derive(Debug)]
+#[must_use = "a staged deletion is invisible until published"]
+pub struct StagedDelete {
+    id: ImageId,
+    slot: usize,
+    stats: GalleryStats,
+}
 
 /// An image to add: its embedding and what is known about it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,10 +130,19 @@ impl AddOutcome {
 /// A durable gallery: embeddings, metadata, statistics and a search backend.
 ///
 /// One `Store` per directory at a time (an exclusive file lock is held while open).
-/// Reads take `&self`, writes `&mut self`; wrap it in a `RwLock` to share it.
+/// Reads take `&self`. A write is two steps so that readers never wait for its disk
+/// syncs: [`Store::stage_batch`] / [`Store::stage_delete`] (`&self`: validate, write and
+/// sync the rows, commit the transaction) then [`Store::publish_add`] /
+/// [`Store::publish_delete`] (`&mut self`: make the committed rows visible, in
+/// microseconds). Share it in a `RwLock` with one writer at a time from stage to publish
+/// ([`Store::add_batch`] and [`Store::delete`] do both steps).
 pub struct Store {
     dir: PathBuf,
+    /// The connection writes go through (held for a whole transaction, fsync included).
     db: Mutex<Connection>,
+    /// A second connection for reads (`get`, `list`): with WAL it sees the last commit
+    /// and never waits for a writer's transaction.
+    reader: Mutex<Connection>,
     vectors: VectorFile,
     /// Id of each slot of the vector file, [`ImageId::TOMBSTONE`] once deleted.
     slots: Vec<ImageId>,
@@ -325,13 +358,31 @@ impl Store {
         .map_err(|e| corrupt(format!("configuration: {e}")))?;
         config.validate()?;
         let backend = make_backend(&config)?;
-        let next_slot = number("next_slot")? as usize;
+        let next_slot = usize::try_from(number("next_slot")?)
+            .map_err(|_| corrupt("meta `next_slot` is out of range".into()))?;
         let next_id = number("next_id")?;
+        // Ids are SQLite integers (i64), and the largest u64 is the tombstone.
+        if next_id == 0 || next_id > MAX_ID {
+            return Err(corrupt(format!("meta `next_id` {next_id} is out of range")));
+        }
         let stats_blob: Vec<u8> =
             db.query_row("SELECT data FROM stats WHERE id = 0", [], |r| r.get(0))?;
         let mut stats = GalleryStats::from_bytes(&stats_blob)
             .filter(|s| s.dim() == config.dim)
             .ok_or_else(|| corrupt("unreadable gallery statistics".into()))?;
+        // The vector file must hold `next_slot` rows before anything is sized by that count
+        // (a corrupt count must not allocate). Only its size here: it is opened, and an
+        // uncommitted tail cut off, once the images agree with the count.
+        let vector_path = dir.join(VECTOR_FILE);
+        let vector_bytes = std::fs::metadata(&vector_path)
+            .map_err(IndexError::io(&vector_path))?
+            .len();
+        let rows_held = vector_bytes.saturating_sub(HEADER as u64) / (2 * config.dim as u64);
+        if next_slot as u64 > rows_held {
+            return Err(corrupt(format!(
+                "meta `next_slot` is {next_slot}; the vector file holds {rows_held} rows"
+            )));
+        }
 
         let mut slots = vec![ImageId::TOMBSTONE; next_slot];
         let mut slot_of = HashMap::new();
@@ -340,15 +391,26 @@ impl Store {
             let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
                 let (id, slot) = row?;
-                let (id, slot) = (ImageId(id as u64), slot as usize);
+                let (Ok(id), Ok(slot)) = (u64::try_from(id), usize::try_from(slot)) else {
+                    return Err(corrupt(format!("image {id} has slot {slot}")));
+                };
+                let id = ImageId(id);
                 if slot >= next_slot || id.0 >= next_id {
                     return Err(corrupt(format!("image {id} has slot {slot} past the end")));
                 }
+                if slots[slot] != ImageId::TOMBSTONE {
+                    return Err(corrupt(format!(
+                        "images {} and {id} share slot {slot}",
+                        slots[slot]
+                    )));
+                }
+                if slot_of.insert(id, slot).is_some() {
+                    return Err(corrupt(format!("image {id} is stored twice")));
+                }
                 slots[slot] = id;
-                slot_of.insert(id, slot);
             }
         }
-        let vectors = VectorFile::open(&dir.join(VECTOR_FILE), config.dim, next_slot)?;
+        let vectors = VectorFile::open(&vector_path, config.dim, next_slot)?;
         if stats.count() != slot_of.len() as u64 {
             tracing::warn!("gallery statistics disagree with the images; recomputing them");
             stats = GalleryStats::new(config.dim);
@@ -360,9 +422,11 @@ impl Store {
                 }
             }
         }
+        let reader = connect(&dir.join(DB_FILE)).map_err(|e| corrupt(e.to_string()))?;
         let mut store = Store {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
+            reader: Mutex::new(reader),
             vectors,
             slots,
             slot_of,
@@ -385,6 +449,10 @@ impl Store {
         // A panic while holding the connection cannot leave a transaction open (rusqlite
         // rolls back on drop), so a poisoned lock is safe to take over.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store directory.
@@ -445,6 +513,14 @@ impl Store {
     /// whose content hash is already stored (or earlier in the batch) are duplicates.
     /// Returns once the add is durable.
     pub fn add_batch(&mut self, images: Vec<NewImage>) -> Result<Vec<AddOutcome>> {
+        let staged = self.stage_batch(images)?;
+        self.publish_add(staged)
+    }
+
+    /// The durable half of [`Store::add_batch`], on `&self`: validates, writes and syncs
+    /// the rows past the visible ones, commits the transaction. Nothing is visible to
+    /// searches until [`Store::publish_add`]; no other write may run in between.
+    pub fn stage_batch(&self, images: Vec<NewImage>) -> Result<StagedAdd> {
         let dim = self.config.dim;
         let mut rows: Vec<f16> = Vec::new();
         let mut widened: Vec<f32> = Vec::new();
@@ -468,6 +544,11 @@ impl Store {
                     continue;
                 }
             }
+            if next_id >= MAX_ID {
+                return Err(IndexError::InvalidInput(format!(
+                    "the store has used every id (next id {next_id})"
+                )));
+            }
             let id = ImageId(next_id);
             next_id += 1;
             if let Some(hash) = img.content_hash.as_deref() {
@@ -481,10 +562,17 @@ impl Store {
             fresh.push((id, img));
             outcomes.push(AddOutcome::Added(id));
         }
-        if fresh.is_empty() {
-            return Ok(outcomes);
-        }
         let first_slot = self.vectors.rows();
+        let mut staged = StagedAdd {
+            outcomes,
+            ids: fresh.iter().map(|(id, _)| *id).collect(),
+            first_slot,
+            next_id,
+            stats: None,
+        };
+        if fresh.is_empty() {
+            return Ok(staged);
+        }
         let end_slot = first_slot + fresh.len();
         let mut stats = self.stats.clone();
         stats.add_rows(&widened);
@@ -536,39 +624,64 @@ impl Store {
             self.vectors.truncate_uncommitted();
             return Err(e);
         }
+        staged.stats = Some(stats);
+        Ok(staged)
+    }
+
+    /// Makes a staged add visible to searches (quick: no disk sync).
+    pub fn publish_add(&mut self, staged: StagedAdd) -> Result<Vec<AddOutcome>> {
+        let Some(stats) = staged.stats else {
+            return Ok(staged.outcomes);
+        };
+        if staged.first_slot != self.vectors.rows() {
+            return Err(IndexError::InvalidInput(
+                "a staged add was published out of order (two writers at once)".into(),
+            ));
+        }
+        let end_slot = staged.first_slot + staged.ids.len();
         self.vectors.set_rows(end_slot)?;
-        for (id, _) in &fresh {
+        for id in &staged.ids {
             self.slot_of.insert(*id, self.slots.len());
             self.slots.push(*id);
         }
         self.stats = stats;
-        self.next_id = next_id;
-        let view = gallery_view(&self.vectors, &self.slots, dim);
-        self.backend.added(&view, first_slot..end_slot);
-        Ok(outcomes)
+        self.next_id = staged.next_id;
+        let view = gallery_view(&self.vectors, &self.slots, self.config.dim);
+        self.backend.added(&view, staged.first_slot..end_slot);
+        Ok(staged.outcomes)
     }
 
     /// Deletes an image; its statistics are subtracted. Unknown ids are an error.
     pub fn delete(&mut self, id: ImageId) -> Result<()> {
+        let staged = self.stage_delete(id)?;
+        self.publish_delete(staged);
+        Ok(())
+    }
+
+    /// The durable half of [`Store::delete`], on `&self`: commits the deletion; searches
+    /// still see the image until [`Store::publish_delete`].
+    pub fn stage_delete(&self, id: ImageId) -> Result<StagedDelete> {
         let slot = *self.slot_of.get(&id).ok_or(IndexError::UnknownId(id))?;
         let row = self.embedding(id)?;
         let mut stats = self.stats.clone();
         stats.remove_rows(&row);
-        {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            tx.execute("DELETE FROM images WHERE id = ?1", [id.0 as i64])?;
-            tx.execute(
-                "UPDATE stats SET data = ?1 WHERE id = 0",
-                [stats.to_bytes()],
-            )?;
-            tx.commit()?;
-        }
-        self.slots[slot] = ImageId::TOMBSTONE;
-        self.slot_of.remove(&id);
-        self.stats = stats;
-        self.backend.removed(&[slot]);
-        Ok(())
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM images WHERE id = ?1", [id.0 as i64])?;
+        tx.execute(
+            "UPDATE stats SET data = ?1 WHERE id = 0",
+            [stats.to_bytes()],
+        )?;
+        tx.commit()?;
+        Ok(StagedDelete { id, slot, stats })
+    }
+
+    /// Makes a staged deletion visible to searches.
+    pub fn publish_delete(&mut self, staged: StagedDelete) {
+        self.slots[staged.slot] = ImageId::TOMBSTONE;
+        self.slot_of.remove(&staged.id);
+        self.stats = staged.stats;
+        self.backend.removed(&[staged.slot]);
     }
 
     /// The stored (normalised, f16-rounded) embedding of an image.
@@ -586,7 +699,7 @@ impl Store {
 
     /// Metadata of an image.
     pub fn get(&self, id: ImageId) -> Result<ImageRecord> {
-        self.db()
+        self.reader()
             .query_row(
                 &format!("SELECT {RECORD_COLUMNS} FROM images WHERE id = ?1"),
                 [id.0 as i64],
@@ -598,7 +711,7 @@ impl Store {
 
     /// Images in id order, `limit` of them after skipping `offset`.
     pub fn list(&self, offset: usize, limit: usize) -> Result<Vec<ImageRecord>> {
-        let db = self.db();
+        let db = self.reader();
         let mut q = db.prepare(&format!(
             "SELECT {RECORD_COLUMNS} FROM images ORDER BY id LIMIT ?1 OFFSET ?2"
         ))?;

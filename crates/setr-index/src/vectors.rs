@@ -57,7 +57,11 @@ impl VectorFile {
                 "vector file header does not match (dim {file_dim}, expected {dim})"
             )));
         }
-        let want = (HEADER + rows * dim * 2) as u64;
+        let want = rows
+            .checked_mul(dim * 2)
+            .and_then(|b| b.checked_add(HEADER))
+            .ok_or_else(|| corrupt(format!("{rows} rows of dimension {dim} overflow")))?
+            as u64;
         let len = file.metadata().map_err(IndexError::io(path))?.len();
         if len < want {
             return Err(corrupt(format!(

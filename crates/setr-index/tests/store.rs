@@ -308,3 +308,81 @@ fn the_cuda_backend_without_the_feature_is_a_clear_error() {
     let store = Store::open(tmp.path()).unwrap();
     assert_eq!(store.backend_name(), "flat");
 }
+
+/// Found by `fuzz/fuzz_targets/store_open.rs`: counts and ids read from a damaged
+/// `store.sqlite` are checked before anything is sized by them or written after them.
+#[test]
+fn corrupt_counts_and_ids_are_refused_without_allocating_or_cutting_the_vectors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dim = 8;
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        let mut store = Store::create(&dir, StoreConfig::new(dim)).unwrap();
+        store
+            .add_batch((0..3).map(|s| image(s, dim)).collect())
+            .unwrap();
+        drop(store);
+        dir
+    };
+    let sql = |dir: &std::path::Path, statements: &str| {
+        let db = rusqlite::Connection::open(dir.join("store.sqlite")).unwrap();
+        db.execute_batch(statements).unwrap();
+    };
+    let corrupt = |dir: &std::path::Path| {
+        let err = Store::open(dir).unwrap_err();
+        assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+    };
+
+    // A slot count of 2^60: refused from the vector file's size, not allocated.
+    let huge = fresh("huge");
+    sql(&huge, "UPDATE meta SET value = '1152921504606846976' WHERE key = 'next_slot'");
+    corrupt(&huge);
+    // One that overflows the byte count of the vector file.
+    let overflow = fresh("overflow");
+    sql(&overflow, "UPDATE meta SET value = '18446744073709551615' WHERE key = 'next_slot'");
+    corrupt(&overflow);
+
+    // A slot count too small for the images: refused before the vector file's
+    // "uncommitted" tail is cut, so the rows are still there once the count is repaired.
+    let small = fresh("small");
+    let before = std::fs::metadata(small.join("vectors.f16")).unwrap().len();
+    sql(&small, "UPDATE meta SET value = '1' WHERE key = 'next_slot'");
+    corrupt(&small);
+    assert_eq!(std::fs::metadata(small.join("vectors.f16")).unwrap().len(), before);
+    sql(&small, "UPDATE meta SET value = '3' WHERE key = 'next_slot'");
+    assert_eq!(Store::open(&small).unwrap().len(), 3);
+
+    // Ids past i64 (SQLite's integers) or at the tombstone.
+    for (name, next_id) in [("id-max", "18446744073709551615"), ("id-zero", "0")] {
+        let dir = fresh(name);
+        sql(&dir, &format!("UPDATE meta SET value = '{next_id}' WHERE key = 'next_id'"));
+        corrupt(&dir);
+    }
+    // The last usable id: the store opens, and an add past it is refused, not wrapped.
+    let last = fresh("last-id");
+    sql(
+        &last,
+        &format!("UPDATE meta SET value = '{}' WHERE key = 'next_id'", i64::MAX),
+    );
+    let mut store = Store::open(&last).unwrap();
+    assert!(matches!(
+        store.add(image(9, dim)),
+        Err(IndexError::InvalidInput(_))
+    ));
+    assert_eq!(store.len(), 3);
+    drop(store);
+
+    // Two images in one slot, one image in two slots, a negative slot (the table's
+    // constraints dropped, as a damaged file may have them).
+    let unconstrained = "CREATE TABLE images2 AS SELECT * FROM images; DROP TABLE images; \
+                         ALTER TABLE images2 RENAME TO images;";
+    for (name, edit) in [
+        ("shared-slot", "UPDATE images SET slot = 0 WHERE id = 2"),
+        ("twice", "INSERT INTO images SELECT * FROM images WHERE id = 1; UPDATE images SET slot = 2 WHERE rowid = (SELECT max(rowid) FROM images); DELETE FROM images WHERE id = 3"),
+        ("negative", "UPDATE images SET slot = -1 WHERE id = 1"),
+    ] {
+        let dir = fresh(name);
+        sql(&dir, &format!("{unconstrained} {edit};"));
+        corrupt(&dir);
+    }
+}

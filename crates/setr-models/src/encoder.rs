@@ -79,6 +79,10 @@ pub struct EncoderOptions {
     /// SigLIP only: hide padding tokens from the text tower's attention, as transformers 5
     /// does. Off by default: SigLIP was trained without it (big_vision, transformers 4).
     pub siglip_text_padding_mask: bool,
+    /// Read special-token strings typed in a text (`<|endoftext|>`) as the special tokens,
+    /// as transformers does by default. Off by default: user text is plain text, so a
+    /// literal `<|endoftext|>` does not end the text there.
+    pub special_tokens_in_text: bool,
 }
 
 impl Default for EncoderOptions {
@@ -89,6 +93,7 @@ impl Default for EncoderOptions {
             offline: false,
             max_batch: 32,
             siglip_text_padding_mask: false,
+            special_tokens_in_text: false,
         }
     }
 }
@@ -209,7 +214,8 @@ impl ImageTextEncoder {
             Family::Clip => Padding::Longest,
             Family::Siglip => Padding::MaxLength,
         };
-        let tokenizer = TextTokenizer::from_dir(dir, max_positions, padding)?;
+        let mut tokenizer = TextTokenizer::from_dir(dir, max_positions, padding)?;
+        tokenizer.special_tokens_in_text(options.special_tokens_in_text);
         let identity = ModelIdentity {
             source: ck.source.clone(),
             fingerprint: fingerprint(ck)?,
@@ -261,6 +267,18 @@ impl ImageTextEncoder {
         for chunk in images.chunks(self.max_batch) {
             let pixels: Vec<Vec<f32>> = chunk.iter().map(|i| self.preprocessor.apply(i)).collect();
             let features = self.image_features_tensor(&pixels)?;
+            out.extend(rows(&l2_normalize_rows(&features)?)?);
+        }
+        Ok(out)
+    }
+
+    /// L2-normalised embeddings of images already preprocessed by
+    /// [`ImageTextEncoder::preprocessor`] (`3 * S * S` floats each): the host preprocesses
+    /// where it decodes and drops the full-size pixels before queueing for the model.
+    pub fn embed_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(pixels.len());
+        for chunk in pixels.chunks(self.max_batch) {
+            let features = self.image_features_tensor(chunk)?;
             out.extend(rows(&l2_normalize_rows(&features)?)?);
         }
         Ok(out)

@@ -24,6 +24,21 @@ pub enum ModelError {
         /// Configured limit.
         limit: u64,
     },
+    /// An image file larger than the configured limit (refused before reading).
+    #[error("image file is {bytes} bytes, over the limit of {limit}")]
+    FileTooLarge {
+        /// Size on disk.
+        bytes: u64,
+        /// Configured limit.
+        limit: u64,
+    },
+    /// An input whose processing would need more memory than its budget (known before
+    /// allocating: decoded pixels, a text over its byte limit).
+    #[error("{0}")]
+    OverBudget(String),
+    /// The work was cancelled (its request timed out) before it finished.
+    #[error("cancelled")]
+    Cancelled,
     /// A file of the checkpoint is missing.
     #[error("checkpoint {dir}: missing {file}")]
     MissingFile {

@@ -23,7 +23,10 @@ mod source;
 mod tokenize;
 mod transformer;
 
-pub use decode::{decode_file, decode_image, DecodeLimits, DEFAULT_MAX_PIXELS};
+pub use decode::{
+    decode_file, decode_image, read_image_file, DecodeLimits, DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+};
 pub use encoder::{device, EncoderOptions, Family, ImageTextEncoder, Precision};
 pub use error::ModelError;
 pub use image::RgbImage;

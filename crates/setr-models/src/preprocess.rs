@@ -9,7 +9,7 @@ use image::RgbImage;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::resize::{resize, Filter};
+use crate::resize::{resize, resize_region, Filter, Region};
 use crate::{ModelError, Result};
 
 /// How the image is resized before cropping.
@@ -161,28 +161,34 @@ impl Preprocessor {
     }
 
     /// Preprocesses one upright RGB image into `3 * height * width` floats, channels first.
+    /// A resize followed by a centre crop computes only the cropped pixels (the same
+    /// values, see [`resize_region`]), so memory and time are those of the crop whatever
+    /// the aspect ratio: a 1 x 2,000,000 sliver does not become 224 x 448,000,000 first.
     pub fn apply(&self, image: &RgbImage) -> Vec<f32> {
-        let mut image = match self.resize {
-            Some((ResizeTo::ShortestEdge(edge), filter)) => {
+        let resized_size = match self.resize {
+            Some((ResizeTo::ShortestEdge(edge), _)) => {
                 let (w, h) = image.dimensions();
                 let (short, long) = if w <= h { (w, h) } else { (h, w) };
-                // Python's int(edge * long / short): float division, truncated.
+                // Python's int(edge * long / short): float division, truncated (saturating
+                // past u32, where only the crop is ever computed).
                 let new_long = (f64::from(edge) * f64::from(long) / f64::from(short)) as u32;
-                let (nw, nh) = if w <= h {
+                if w <= h {
                     (edge, new_long)
                 } else {
                     (new_long, edge)
-                };
-                resize(image, nw, nh, filter)
+                }
             }
-            Some((ResizeTo::Exact { width, height }, filter)) => {
-                resize(image, width, height, filter)
-            }
-            None => image.clone(),
+            Some((ResizeTo::Exact { width, height }, _)) => (width, height),
+            None => image.dimensions(),
         };
-        if let Some((cw, ch)) = self.crop {
-            image = center_crop(&image, cw, ch);
-        }
+        let filter = self.resize.map(|(_, f)| f);
+        let image = match self.crop {
+            Some((cw, ch)) => center_crop_of_resize(image, resized_size, filter, cw, ch),
+            None => match filter {
+                Some(f) => resize(image, resized_size.0, resized_size.1, f),
+                None => image.clone(),
+            },
+        };
         let (w, h) = image.dimensions();
         let plane = (w * h) as usize;
         let mut out = vec![0f32; 3 * plane];
@@ -203,28 +209,41 @@ impl Preprocessor {
     }
 }
 
-/// HF's `center_crop`: top-left at `(size - crop) // 2` (floor), zero padding where the
-/// image is smaller than the crop.
-fn center_crop(image: &RgbImage, crop_w: u32, crop_h: u32) -> RgbImage {
-    let (w, h) = image.dimensions();
-    if (w, h) == (crop_w, crop_h) {
-        return image.clone();
+/// HF's `center_crop` of the image resized to `size` (by `filter`; `None`: not resized):
+/// top-left at `(size - crop) // 2` (floor), zero padding where the image is smaller than
+/// the crop. Only the pixels inside the crop are resized.
+fn center_crop_of_resize(
+    image: &RgbImage,
+    size: (u32, u32),
+    filter: Option<Filter>,
+    crop_w: u32,
+    crop_h: u32,
+) -> RgbImage {
+    let (w, h) = size;
+    // The crop's top-left corner in the resized image's coordinates; negative where the
+    // image is smaller than the crop: numpy pads ceil(pad / 2) before, the same offset.
+    let top = (i64::from(h) - i64::from(crop_h)).div_euclid(2);
+    let left = (i64::from(w) - i64::from(crop_w)).div_euclid(2);
+    let (y0, x0) = (top.max(0), left.max(0));
+    let y1 = (top + i64::from(crop_h)).min(i64::from(h));
+    let x1 = (left + i64::from(crop_w)).min(i64::from(w));
+    let region = Region {
+        x: x0 as u32,
+        y: y0 as u32,
+        width: (x1 - x0) as u32,
+        height: (y1 - y0) as u32,
+    };
+    let inside = match filter {
+        Some(f) if size != image.dimensions() => resize_region(image, w, h, f, region),
+        _ => image::imageops::crop_imm(image, region.x, region.y, region.width, region.height)
+            .to_image(),
+    };
+    if (region.width, region.height) == (crop_w, crop_h) {
+        return inside;
     }
-    // ceil(pad / 2) on each axis, as numpy's padded copy does.
-    let pad_top = ((i64::from(crop_h) - i64::from(h)).max(0) + 1) / 2;
-    let pad_left = ((i64::from(crop_w) - i64::from(w)).max(0) + 1) / 2;
-    let top = (i64::from(h) - i64::from(crop_h)).div_euclid(2) + pad_top;
-    let left = (i64::from(w) - i64::from(crop_w)).div_euclid(2) + pad_left;
-    RgbImage::from_fn(crop_w, crop_h, |x, y| {
-        // Coordinates in the padded image, then back into the source.
-        let sy = top + i64::from(y) - pad_top;
-        let sx = left + i64::from(x) - pad_left;
-        if sy >= 0 && sx >= 0 && sy < i64::from(h) && sx < i64::from(w) {
-            *image.get_pixel(sx as u32, sy as u32)
-        } else {
-            image::Rgb([0, 0, 0])
-        }
-    })
+    let mut out = RgbImage::new(crop_w, crop_h);
+    image::imageops::replace(&mut out, &inside, x0 - left, y0 - top);
+    out
 }
 
 fn parse_size(value: &Value, int_is_shortest_edge: bool) -> std::result::Result<ResizeTo, String> {
@@ -313,10 +332,61 @@ mod tests {
         assert!(parse(r#"{"do_center_crop": false}"#).is_err());
     }
 
+    fn noise(width: u32, height: u32) -> RgbImage {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        RgbImage::from_fn(width, height, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            image::Rgb([(state >> 40) as u8, (state >> 48) as u8, (state >> 56) as u8])
+        })
+    }
+
+    /// What HF does: the whole shortest-edge resize, then the centre crop.
+    fn resize_then_crop(pre: &Preprocessor, image: &RgbImage) -> RgbImage {
+        let Some((ResizeTo::ShortestEdge(edge), filter)) = pre.resize else {
+            panic!("shortest-edge config expected")
+        };
+        let (w, h) = image.dimensions();
+        let (short, long) = if w <= h { (w, h) } else { (h, w) };
+        let new_long = (f64::from(edge) * f64::from(long) / f64::from(short)) as u32;
+        let (nw, nh) = if w <= h { (edge, new_long) } else { (new_long, edge) };
+        let whole = resize(image, nw, nh, filter);
+        let (cw, ch) = pre.crop.unwrap();
+        center_crop_of_resize(&whole, (nw, nh), None, cw, ch)
+    }
+
+    #[test]
+    fn cropping_inside_the_resize_equals_resizing_then_cropping() {
+        let pre = parse(r#"{"size": {"shortest_edge": 32}, "crop_size": 24}"#).unwrap();
+        for (w, h) in [(1, 300), (300, 1), (2, 97), (61, 45), (20, 20), (10, 7)] {
+            let image = noise(w, h);
+            let want = resize_then_crop(&pre, &image);
+            let plane = 24 * 24;
+            let got = pre.apply(&image);
+            for (i, px) in want.pixels().enumerate() {
+                for c in 0..3 {
+                    let v = ((f64::from(px[c]) / 255.0) as f32 - CLIP_MEAN[c]) / CLIP_STD[c];
+                    assert_eq!(got[c * plane + i], v, "{w}x{h} pixel {i} channel {c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_extreme_sliver_costs_only_its_crop() {
+        // 1 x 2,000,000 resizes to 224 x 448,000,000 (300 GB) before the crop: only the
+        // 224 x 224 crop is computed.
+        let pre = parse(r#"{"image_processor_type": "CLIPImageProcessor"}"#).unwrap();
+        let out = pre.apply(&noise(1, 2_000_000));
+        assert_eq!(out.len(), 3 * 224 * 224);
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+
     #[test]
     fn crop_pads_with_zeros_when_smaller() {
         let image = RgbImage::from_pixel(2, 2, image::Rgb([9, 9, 9]));
-        let out = center_crop(&image, 4, 3);
+        let out = center_crop_of_resize(&image, (2, 2), None, 4, 3);
         // pad_left = 1, pad_top = 1 (ceil(1/2)).
         assert_eq!(out.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(out.get_pixel(1, 1).0, [9, 9, 9]);

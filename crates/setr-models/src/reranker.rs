@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use image::RgbImage;
-use setr_core::{CandidateScore, RerankCandidate, RerankError, RerankQuery, Reranker};
+use setr_core::{
+    CandidateScore, RerankCandidate, RerankError, RerankErrorKind, RerankQuery, Reranker,
+};
 use tokenizers::Tokenizer;
 
 use crate::lora::LoraAdapter;
@@ -65,6 +67,10 @@ pub struct VlmReranker {
     yes: u32,
     no: u32,
     source: String,
+    /// The tokenizer's special-token strings (`<|im_end|>`, `<|image_pad|>`...): a
+    /// modification text holding one is refused, since the prompt is tokenised whole and
+    /// the string would act as the token (a prompt injection), not as the text typed.
+    specials: Vec<String>,
 }
 
 /// Per candidate: P(Yes), and the two logits it came from.
@@ -144,7 +150,14 @@ impl VlmReranker {
         let template = load_chat_template(dir)?;
         // Render once now so that a template that cannot hold the prompt fails at load.
         render_rerank_prompt(&template, &options.prompt, "check")?;
+        let specials = tokenizer
+            .get_added_tokens_decoder()
+            .values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content.clone())
+            .collect();
         Ok(VlmReranker {
+            specials,
             model,
             processor,
             tokenizer,
@@ -187,6 +200,27 @@ impl VlmReranker {
         text: &str,
         candidates: &[Option<&RgbImage>],
     ) -> Result<Vec<std::result::Result<YesNo, String>>> {
+        self.judge_until(reference, text, candidates, &setr_core::Cancel::never())
+    }
+
+    /// [`VlmReranker::judge`], checking `cancel` before the prefix and before each
+    /// candidate: once it is set, the call stops there with [`ModelError::Cancelled`].
+    pub fn judge_until(
+        &self,
+        reference: &RgbImage,
+        text: &str,
+        candidates: &[Option<&RgbImage>],
+        cancel: &setr_core::Cancel,
+    ) -> Result<Vec<std::result::Result<YesNo, String>>> {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        if let Some(special) = self.specials.iter().find(|t| text.contains(t.as_str())) {
+            return Err(ModelError::InvalidInput(format!(
+                "the modification text contains the special token `{special}`; \
+                 the reranker takes plain text only"
+            )));
+        }
         if text.trim().is_empty() {
             return Err(ModelError::InvalidInput(
                 "the reranker needs a modification text".into(),
@@ -213,6 +247,9 @@ impl VlmReranker {
         )?;
         let mut out = Vec::with_capacity(candidates.len());
         for candidate in candidates {
+            if cancel.is_cancelled() {
+                return Err(ModelError::Cancelled);
+            }
             let Some(image) = candidate else {
                 out.push(Err("no image".to_owned()));
                 continue;
@@ -257,28 +294,56 @@ impl Reranker for VlmReranker {
         "qwen3-vl"
     }
 
+    fn fit_image(&self, image: setr_core::RgbView<'_>) -> Option<setr_core::RgbBuffer> {
+        let borrowed: image::ImageBuffer<image::Rgb<u8>, &[u8]> =
+            image::ImageBuffer::from_raw(image.width, image.height, image.pixels)?;
+        // An image the processor refuses (aspect ratio over 200) stays as it is: scoring
+        // reports the same error for that candidate alone.
+        let fitted = self.processor.fit(&borrowed).ok()?;
+        Some(setr_core::RgbBuffer {
+            width: fitted.width(),
+            height: fitted.height(),
+            pixels: fitted.into_raw(),
+        })
+    }
+
+    fn needs_reference(&self) -> bool {
+        true
+    }
+
     fn score(
         &self,
         query: &RerankQuery<'_>,
         candidates: &[RerankCandidate<'_>],
     ) -> std::result::Result<Vec<CandidateScore>, RerankError> {
-        let fail = |message: String| RerankError {
+        let fail = |kind, message: String| RerankError {
             reranker: self.name().to_owned(),
+            kind,
             message,
         };
-        let reference = query
-            .reference
-            .as_ref()
-            .and_then(to_image)
-            .ok_or_else(|| fail("the VLM reranker needs a reference image".into()))?;
+        let reference = query.reference.as_ref().and_then(to_image).ok_or_else(|| {
+            fail(
+                RerankErrorKind::InvalidInput,
+                "the VLM reranker needs a reference image".into(),
+            )
+        })?;
         let images: Vec<Option<RgbImage>> = candidates
             .iter()
             .map(|c| c.image.as_ref().and_then(to_image))
             .collect();
         let refs: Vec<Option<&RgbImage>> = images.iter().map(Option::as_ref).collect();
+        let never = setr_core::Cancel::never();
         let judged = self
-            .judge(&reference, query.text, &refs)
-            .map_err(|e| fail(e.to_string()))?;
+            .judge_until(&reference, query.text, &refs, query.cancel.unwrap_or(&never))
+            .map_err(|e| {
+                let kind = match e {
+                    ModelError::InvalidInput(_) | ModelError::Tokenizer(_) => {
+                        RerankErrorKind::InvalidInput
+                    }
+                    _ => RerankErrorKind::Failed,
+                };
+                fail(kind, e.to_string())
+            })?;
         Ok(judged.into_iter().map(|r| r.map(|y| y.p_yes)).collect())
     }
 }

@@ -7,7 +7,9 @@
 //! vertical pass (or the reverse, see [`resize`]), each rounded and clamped to 8 bits
 //! (Pillow's `libImaging/Resample.c`).
 
-use image::RgbImage;
+use std::ops::Deref;
+
+use image::{ImageBuffer, Rgb, RgbImage};
 
 /// Pillow's resampling filters, numbered as `PIL.Image.Resampling` (the number HF writes
 /// in `preprocessor_config.json` as `resample`).
@@ -108,23 +110,34 @@ fn sinc(x: f64) -> f64 {
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// Fixed-point taps of one axis: for output index i, `bounds[i] = (first input, count)`,
-/// weights in `weights[i * window..][..count]`.
+/// Fixed-point taps of one axis for a range of output indices: for the `i`-th output of the
+/// range, `bounds[i] = (first input, count)`, weights in `weights[i * window..][..count]`.
 struct Taps {
     window: usize,
     bounds: Vec<(usize, usize)>,
     weights: Vec<i32>,
 }
 
-fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
+impl Taps {
+    /// The input indices the range reads, as one span.
+    fn input_span(&self) -> std::ops::Range<usize> {
+        let start = self.bounds.iter().map(|b| b.0).min().unwrap_or(0);
+        let end = self.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(start);
+        start..end
+    }
+}
+
+/// Taps of the outputs `out` of an `in_size` -> `out_size` resize. Each output's taps depend
+/// only on its own index, so a range costs its length, whatever `out_size` is.
+fn taps(in_size: usize, out_size: usize, filter: Filter, out: std::ops::Range<usize>) -> Taps {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter.support() * filter_scale;
     let window = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * window];
+    let mut bounds = Vec::with_capacity(out.len());
+    let mut weights = vec![0i32; out.len() * window];
     let mut float = vec![0f64; window];
-    for (i, row) in weights.chunks_exact_mut(window).enumerate() {
+    for (i, row) in out.zip(weights.chunks_exact_mut(window)) {
         let center = (i as f64 + 0.5) * scale;
         // `as i64` truncates toward zero like C's (int) cast.
         let first = ((center - support + 0.5) as i64).max(0) as usize;
@@ -158,48 +171,118 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// A rectangle of an image, in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
 /// Resizes to `width` x `height` exactly as `PIL.Image.resize(size, resample=filter)` does
 /// on an RGB image (no `reducing_gap`, whole-image box), Pillow 11 and later: the vertical
 /// pass runs first when the height shrinks by more than twice as many pixels as the width.
-pub fn resize(src: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
-    let (in_w, in_h) = src.dimensions();
-    let need_horizontal = width != in_w;
-    let need_vertical = height != in_h;
-    let shrink_h = i64::from(in_h) - i64::from(height);
-    let shrink_w = i64::from(in_w) - i64::from(width);
-    let vertical_first = shrink_h > 0 && shrink_h > shrink_w * 2;
-    let mut current = src.clone();
-    if vertical_first {
-        if need_vertical {
-            current = vertical_pass(&current, height, filter);
-        }
-        if need_horizontal {
-            current = horizontal_pass(&current, width, filter);
-        }
-    } else {
-        if need_horizontal {
-            current = horizontal_pass(&current, width, filter);
-        }
-        if need_vertical {
-            current = vertical_pass(&current, height, filter);
-        }
-    }
-    current
+pub fn resize<C: Deref<Target = [u8]>>(
+    src: &ImageBuffer<Rgb<u8>, C>,
+    width: u32,
+    height: u32,
+    filter: Filter,
+) -> RgbImage {
+    let all = Region {
+        x: 0,
+        y: 0,
+        width,
+        height,
+    };
+    resize_region(src, width, height, filter, all)
 }
 
-fn horizontal_pass(src: &RgbImage, width: u32, filter: Filter) -> RgbImage {
+/// The `region` of [`resize`]`(src, width, height, filter)`, computing only its pixels:
+/// every output pixel depends only on its own taps, so the values are those of the whole
+/// resize, and time and memory are those of the region (plus the input rows or columns it
+/// reads), however large `width` x `height` is. This is what makes crop-after-upscale of a
+/// 1 x 2,000,000 sliver cost a 224 x 224 crop. `region` must lie inside the output.
+pub fn resize_region<C: Deref<Target = [u8]>>(
+    src: &ImageBuffer<Rgb<u8>, C>,
+    width: u32,
+    height: u32,
+    filter: Filter,
+    region: Region,
+) -> RgbImage {
     let (in_w, in_h) = src.dimensions();
-    let t = taps(in_w as usize, width as usize, filter);
-    let mut out = RgbImage::new(width, in_h);
-    let src_raw = src.as_raw();
-    let dst_raw: &mut [u8] = &mut out;
-    let in_stride = in_w as usize * 3;
-    let out_stride = width as usize * 3;
-    for y in 0..in_h as usize {
-        let src_row = &src_raw[y * in_stride..][..in_stride];
-        let dst_row = &mut dst_raw[y * out_stride..][..out_stride];
+    let (in_w, in_h) = (in_w as usize, in_h as usize);
+    let cols = region.x as usize..(region.x + region.width) as usize;
+    let rows = region.y as usize..(region.y + region.height) as usize;
+    let h_taps = (width as usize != in_w).then(|| taps(in_w, width as usize, filter, cols.clone()));
+    let v_taps =
+        (height as usize != in_h).then(|| taps(in_h, height as usize, filter, rows.clone()));
+    let shrink_h = in_h as i64 - i64::from(height);
+    let shrink_w = in_w as i64 - i64::from(width);
+    let vertical_first = shrink_h > 0 && shrink_h > shrink_w * 2;
+    let src_raw: &[u8] = src.as_raw();
+    let raw = if vertical_first {
+        // Vertical over the input columns the horizontal taps read, then horizontal.
+        let in_cols = h_taps.as_ref().map_or(cols.clone(), Taps::input_span);
+        let mid = match &v_taps {
+            Some(t) => vertical_pass(src_raw, in_w, in_cols.clone(), t, 0),
+            None => crop(src_raw, in_w, in_cols.clone(), rows.clone()),
+        };
+        match &h_taps {
+            Some(t) => horizontal_pass(&mid, in_cols.len(), 0..rows.len(), t, in_cols.start),
+            None => mid,
+        }
+    } else {
+        // Horizontal over the input rows the vertical taps read, then vertical.
+        let in_rows = v_taps.as_ref().map_or(rows.clone(), Taps::input_span);
+        let mid = match &h_taps {
+            Some(t) => horizontal_pass(src_raw, in_w, in_rows.clone(), t, 0),
+            None => crop(src_raw, in_w, cols.clone(), in_rows.clone()),
+        };
+        match &v_taps {
+            Some(t) => vertical_pass(&mid, cols.len(), 0..cols.len(), t, in_rows.start),
+            None => mid,
+        }
+    };
+    // Both passes produce exactly region.width * region.height pixels.
+    RgbImage::from_raw(region.width, region.height, raw).unwrap_or_default()
+}
+
+/// Rows `rows` and columns `cols` of an RGB8 plane `src_w` pixels wide.
+fn crop(
+    src: &[u8],
+    src_w: usize,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cols.len() * rows.len() * 3);
+    for y in rows {
+        out.extend_from_slice(&src[(y * src_w + cols.start) * 3..(y * src_w + cols.end) * 3]);
+    }
+    out
+}
+
+/// Horizontal pass over `rows` of a plane `src_w` pixels wide whose column 0 is input
+/// column `col_offset`; one output column per tap.
+fn horizontal_pass(
+    src: &[u8],
+    src_w: usize,
+    rows: std::ops::Range<usize>,
+    t: &Taps,
+    col_offset: usize,
+) -> Vec<u8> {
+    let out_w = t.bounds.len();
+    let mut out = vec![0u8; rows.len() * out_w * 3];
+    let in_stride = src_w * 3;
+    for (dst_row, y) in out.chunks_exact_mut(out_w * 3).zip(rows) {
+        let src_row = &src[y * in_stride..][..in_stride];
         for (x, &(first, count)) in t.bounds.iter().enumerate() {
             let k = &t.weights[x * t.window..][..count];
+            let first = first - col_offset;
             for c in 0..3 {
                 let mut acc = 1i32 << (PRECISION_BITS - 1);
                 for (j, &w) in k.iter().enumerate() {
@@ -212,20 +295,27 @@ fn horizontal_pass(src: &RgbImage, width: u32, filter: Filter) -> RgbImage {
     out
 }
 
-fn vertical_pass(src: &RgbImage, height: u32, filter: Filter) -> RgbImage {
-    let (w, in_h) = src.dimensions();
-    let t = taps(in_h as usize, height as usize, filter);
-    let mut out = RgbImage::new(w, height);
-    let src_raw = src.as_raw();
-    let dst_raw: &mut [u8] = &mut out;
-    let stride = w as usize * 3;
+/// Vertical pass over columns `cols` of a plane `src_w` pixels wide whose row 0 is input
+/// row `row_offset`; one output row per tap.
+fn vertical_pass(
+    src: &[u8],
+    src_w: usize,
+    cols: std::ops::Range<usize>,
+    t: &Taps,
+    row_offset: usize,
+) -> Vec<u8> {
+    let stride = src_w * 3;
+    let out_stride = cols.len() * 3;
+    let mut out = vec![0u8; t.bounds.len() * out_stride];
     for (y, &(first, count)) in t.bounds.iter().enumerate() {
         let k = &t.weights[y * t.window..][..count];
-        let dst_row = &mut dst_raw[y * stride..][..stride];
+        let first = first - row_offset;
+        let dst_row = &mut out[y * out_stride..][..out_stride];
         for (i, dst) in dst_row.iter_mut().enumerate() {
+            let i = cols.start * 3 + i;
             let mut acc = 1i32 << (PRECISION_BITS - 1);
             for (j, &wt) in k.iter().enumerate() {
-                acc += i32::from(src_raw[(first + j) * stride + i]) * wt;
+                acc += i32::from(src[(first + j) * stride + i]) * wt;
             }
             *dst = clip8(acc);
         }
@@ -273,6 +363,29 @@ mod tests {
     }
 
     #[test]
+    fn a_region_equals_the_same_crop_of_the_whole_resize() {
+        let src = noise(31, 17);
+        // Up and down on each axis, both pass orders (vertical first: (31, 17) -> (29, 5)).
+        for (w, h) in [(64, 40), (10, 6), (29, 5), (31, 50), (7, 17), (200, 3)] {
+            for filter in [Filter::Bicubic, Filter::Lanczos, Filter::Box] {
+                let whole = resize(&src, w, h, filter);
+                for (x, y, rw, rh) in [(0, 0, w, h), (1, 2, w / 2, h / 2), (w - 1, h - 1, 1, 1)] {
+                    let region = Region {
+                        x,
+                        y,
+                        width: rw.max(1),
+                        height: rh.max(1),
+                    };
+                    let part = resize_region(&src, w, h, filter, region);
+                    let want = image::imageops::crop_imm(&whole, x, y, region.width, region.height)
+                        .to_image();
+                    assert_eq!(part, want, "{filter:?} {w}x{h} region {region:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn box_downscale_by_two_is_the_rounded_mean() {
         let src = noise(8, 6);
         let out = resize(&src, 4, 3, Filter::Box);
@@ -296,7 +409,7 @@ mod tests {
     fn weights_of_each_tap_row_sum_to_one_in_fixed_point() {
         for filter in [Filter::Bicubic, Filter::Lanczos, Filter::Bilinear] {
             for (n_in, n_out) in [(97, 30), (30, 97), (61, 32), (7, 3)] {
-                let t = taps(n_in, n_out, filter);
+                let t = taps(n_in, n_out, filter, 0..n_out);
                 for (i, &(_, count)) in t.bounds.iter().enumerate() {
                     let sum: i64 = t.weights[i * t.window..][..count]
                         .iter()

@@ -93,6 +93,12 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, max_length })
     }
 
+    /// `true`: special-token strings typed in a text are read as those tokens (transformers'
+    /// default); `false`: as plain text (setr's default for user text).
+    pub fn special_tokens_in_text(&mut self, parse: bool) {
+        self.inner.set_encode_special_tokens(!parse);
+    }
+
     /// The longest sequence this tokenizer produces (special tokens included).
     pub fn max_length(&self) -> usize {
         self.max_length

@@ -135,6 +135,7 @@ fn query<'a>(img: &'a Images, text: &'a str) -> RerankQuery<'a> {
             pixels: &img.red,
         }),
         reference_embedding: None,
+        cancel: None,
     }
 }
 
@@ -230,6 +231,42 @@ fn libraries_that_fail_a_check_are_refused_and_the_rest_load() {
         "{:?}",
         refused_why(&set)
     );
+}
+
+#[test]
+fn a_table_with_a_null_function_is_refused_before_anything_is_called() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The C header cannot stop a plugin from leaving a slot NULL; calling it (or holding
+    // it as a Rust `fn`) would crash the host.
+    let null_table = |slot: &str| {
+        c_table("SETR_ABI_VERSION", "sizeof(SetrRerankerV1)", "nulls", "")
+            .replace(
+                "\"test\", create, score, last_error, destroy",
+                &format!("\"test\", {slot}"),
+            )
+    };
+    let plugins: Vec<_> = [
+        ("null_create", "NULL, score, last_error, destroy"),
+        ("null_score", "create, NULL, last_error, destroy"),
+        ("null_last_error", "create, score, NULL, destroy"),
+        ("null_destroy", "create, score, last_error, NULL"),
+    ]
+    .iter()
+    .map(|(name, slots)| {
+        // Unused functions would fail -Werror.
+        let source = format!("#pragma GCC diagnostic ignored \"-Wunused-function\"\n{}", null_table(slots));
+        (c_plugin(tmp.path(), name, &source), json!({}))
+    })
+    .collect();
+    let set = PluginSet::load(&plugins, &[]);
+    assert!(set.loaded.is_empty());
+    let why = refused_why(&set);
+    for (i, f) in ["create", "score", "last_error", "destroy"].iter().enumerate() {
+        assert!(
+            why[i].contains(&format!("`{f}` function is null")),
+            "{why:?}"
+        );
+    }
 }
 
 #[test]

@@ -32,9 +32,9 @@ pub enum ApiError {
     /// Well-formed but unusable (wrong dimension, bad k, bad strategy...).
     #[error("{0}")]
     Validation(String),
-    /// Too many requests in flight.
-    #[error("overloaded: {0} requests in flight; retry later")]
-    Overloaded(usize),
+    /// Too many requests in flight, or a queue is full.
+    #[error("overloaded: {0}; retry later")]
+    Overloaded(String),
     /// Models or store not ready, or the feature is not configured.
     #[error("{0}")]
     Unavailable(String),
@@ -89,33 +89,22 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<setr_index::IndexError> for ApiError {
-    fn from(e: setr_index::IndexError) -> Self {
-        use setr_index::IndexError as E;
+/// The one map from the engine's error kinds to the API's.
+impl From<setr_engine::EngineError> for ApiError {
+    fn from(e: setr_engine::EngineError) -> Self {
+        use setr_engine::EngineError as E;
+        let message = e.to_string();
         match e {
-            E::UnknownId(_) => ApiError::NotFound(e.to_string()),
-            E::Core(_) | E::InvalidInput(_) | E::ModelMismatch { .. } => {
-                ApiError::Validation(e.to_string())
-            }
-            _ => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<setr_core::CoreError> for ApiError {
-    fn from(e: setr_core::CoreError) -> Self {
-        ApiError::Validation(e.to_string())
-    }
-}
-
-impl From<setr_models::ModelError> for ApiError {
-    fn from(e: setr_models::ModelError) -> Self {
-        use setr_models::ModelError as E;
-        match e {
-            E::Decode(_) | E::UnsupportedFormat(_) => ApiError::UnsupportedImage(e.to_string()),
-            E::TooManyPixels { .. } => ApiError::TooLarge(e.to_string()),
-            E::InvalidInput(_) | E::Tokenizer(_) => ApiError::Validation(e.to_string()),
-            _ => ApiError::Internal(e.to_string()),
+            E::Invalid(_) => ApiError::Validation(message),
+            E::NotFound(_) => ApiError::NotFound(message),
+            E::UnsupportedImage(_) => ApiError::UnsupportedImage(message),
+            E::TooLarge(_) => ApiError::TooLarge(message),
+            E::Overloaded(why) => ApiError::Overloaded(why),
+            E::Timeout(ms) => ApiError::Timeout(ms),
+            E::Unavailable(_) => ApiError::Unavailable(message),
+            E::Model(_) | E::Storage(_) => ApiError::Internal(message),
+            // A kind added to the engine later answers 500 until mapped here.
+            _ => ApiError::Internal(message),
         }
     }
 }

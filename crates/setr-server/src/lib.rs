@@ -1,16 +1,12 @@
-//! setr-server: the HTTP API of setr on actix-web.
+//! setr-server: the HTTP API of setr on actix-web, over [`setr_engine::Engine`].
 //!
-//! Handlers stay thin: images are decoded and the store is searched on actix's blocking
-//! pool, the encoder runs on its own thread behind a batching queue ([`EncoderHandle`]),
-//! and a semaphore bounds the requests in flight (beyond it: 429 at once). Every error is
+//! Handlers stay thin (one file per resource in `routes/`): they parse, call the engine,
+//! and answer. Auth is middleware that runs before any body byte is read; every error is
 //! `{"error", "type"}` with the status decided in one place ([`ApiError`]).
 #![deny(missing_docs)]
 
-mod batcher;
 mod error;
-pub mod indexing;
-mod metrics;
-pub mod pipeline;
+mod roots;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -20,12 +16,11 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use serde::{Deserialize, Serialize};
-use setr_index::Store;
+use setr_engine::{Engine, EngineOptions, IndexJob, Limits};
 
-pub use batcher::EncoderHandle;
 pub use error::ApiError;
-pub use indexing::{index_directory, IndexJob, IndexReport};
-pub use metrics::Metrics;
+pub use roots::resolve_in_roots;
+pub use routes::{auth, configure, count, OPENAPI};
 
 /// Server settings (the `[server]` part of the configuration).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,6 +40,11 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Longest wait for a batch to fill, milliseconds.
     pub max_wait_ms: u64,
+    /// Most searches scanned together (cross-request batching of the coarse scan).
+    pub scan_max_batch: usize,
+    /// Longest wait for a scan batch to fill, microseconds; 0: no wait, a scan takes what
+    /// queued while the previous one ran (batches form exactly when the scan is busy).
+    pub scan_max_wait_us: u64,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
     /// Longest time a request may take before it is answered 503 (`timeout`), milliseconds.
@@ -52,6 +52,20 @@ pub struct ServerConfig {
     /// Directories under which `POST /v1/index` may index images (none: the route is off).
     /// Paths are resolved (symlinks included) before the check, so nothing outside escapes.
     pub index_roots: Vec<PathBuf>,
+    /// Longest text accepted, in UTF-8 bytes (413 beyond), checked before tokenising: the
+    /// tokenizer's own truncation handles the rest. 64 KiB is far beyond any model's
+    /// context (CLIP reads 77 tokens).
+    pub max_text_bytes: usize,
+    /// Candidates (and the reference) reach a reranker that does not resize images itself
+    /// (plugins) fitted within this many pixels; the VLM gets its own processor's size.
+    /// Bounds a rerank's memory: K images of at most this size, decoded one at a time.
+    pub rerank_max_pixels: u64,
+    /// Show stored images' absolute server paths (`source_path`) to clients. Off by
+    /// default: clients see the file name and `/v1/images/{id}/thumbnail`.
+    pub expose_paths: bool,
+    /// Read special-token strings typed in texts as special tokens (transformers' default).
+    /// Off by default: user text is plain text.
+    pub special_tokens_in_text: bool,
 }
 
 impl Default for ServerConfig {
@@ -61,74 +75,61 @@ impl Default for ServerConfig {
             api_key: None,
             max_in_flight: 64,
             max_body_bytes: 16 << 20,
-            max_pixels: setr_models::DEFAULT_MAX_PIXELS,
+            max_pixels: setr_engine::Limits::default().max_pixels,
             max_batch: 16,
             max_wait_ms: 2,
             workers: 0,
             request_timeout_ms: 30_000,
             index_roots: Vec::new(),
+            max_text_bytes: 64 << 10,
+            rerank_max_pixels: setr_engine::rerank::DEFAULT_RERANK_MAX_PIXELS,
+            scan_max_batch: 64,
+            scan_max_wait_us: 0,
+            expose_paths: false,
+            special_tokens_in_text: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The engine options these settings ask for.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            limits: Limits {
+                max_pixels: self.max_pixels,
+                max_text_bytes: self.max_text_bytes,
+                rerank_max_pixels: self.rerank_max_pixels,
+                ..Limits::default()
+            },
+            max_in_flight: self.max_in_flight,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            encoder_batch: self.max_batch,
+            encoder_wait: Duration::from_millis(self.max_wait_ms),
+            scan_batch: self.scan_max_batch,
+            scan_wait: Duration::from_micros(self.scan_max_wait_us),
+            expose_paths: self.expose_paths,
         }
     }
 }
 
 /// Everything the handlers share.
 pub struct AppState {
-    /// The gallery.
-    pub store: Mutex<Store>,
-    /// The encoder, when a model is configured.
-    pub encoder: Option<EncoderHandle>,
+    /// The pipeline.
+    pub engine: Arc<Engine>,
     /// Settings.
     pub config: ServerConfig,
-    /// Bounds the requests in flight.
-    pub in_flight: tokio::sync::Semaphore,
-    /// Counters and histograms for /metrics.
-    pub metrics: Arc<Metrics>,
     /// Directory indexing jobs started through `POST /v1/index`, by id (1-based).
     pub jobs: Mutex<BTreeMap<u64, Arc<IndexJob>>>,
-    /// Available second-stage rerankers (built-in and plugins), by name.
-    pub rerankers: Vec<Box<dyn setr_core::Reranker>>,
-    /// Plugins refused at start, with why (shown by /v1/rerankers).
-    pub refused: Vec<serde_json::Value>,
 }
 
 impl AppState {
-    /// State over an open store and an optional encoder.
-    pub fn new(
-        store: Store,
-        encoder: Option<setr_models::ImageTextEncoder>,
-        config: ServerConfig,
-    ) -> AppState {
-        let metrics = Arc::new(Metrics::default());
-        let encoder = encoder.map(|e| {
-            EncoderHandle::start(
-                e,
-                config.max_batch,
-                Duration::from_millis(config.max_wait_ms),
-                config.max_in_flight * 2,
-                metrics.clone(),
-            )
-        });
+    /// State over an engine built with [`ServerConfig::engine_options`].
+    pub fn new(engine: Engine, config: ServerConfig) -> AppState {
         AppState {
-            store: Mutex::new(store),
-            encoder,
-            in_flight: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
+            engine: Arc::new(engine),
             config,
-            metrics,
             jobs: Mutex::new(BTreeMap::new()),
-            rerankers: Vec::new(),
-            refused: Vec::new(),
         }
-    }
-
-    /// Adds the second-stage rerankers (and the refused plugins, for listings).
-    pub fn with_rerankers(
-        mut self,
-        rerankers: Vec<Box<dyn setr_core::Reranker>>,
-        refused: Vec<serde_json::Value>,
-    ) -> AppState {
-        self.rerankers = rerankers;
-        self.refused = refused;
-        self
     }
 }
 
@@ -148,8 +149,9 @@ pub fn bind(state: AppState) -> std::io::Result<Running> {
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .configure(|cfg| routes::configure(cfg, &routes_config))
-            .wrap_fn(routes::guard)
+            .configure(|cfg| configure(cfg, &routes_config))
+            .wrap_fn(auth)
+            .wrap_fn(count)
     })
     .shutdown_timeout(30);
     if config.workers > 0 {

@@ -140,7 +140,7 @@ pub fn search(args: SearchBenchArgs) -> Result<()> {
             }
         }
     }
-    print_table(&rows, dim, threads);
+    print_table(&rows, dim, threads)?;
     Ok(())
 }
 
@@ -217,12 +217,12 @@ fn run_peer(
     Ok(out)
 }
 
-fn print_table(rows: &[Row], dim: usize, threads: usize) {
-    println!("setr CPU coarse search vs faiss-cpu IndexFlatIP (threads {threads}, dim {dim})");
-    println!("setr scans the f16 gallery; faiss scans the same values as f32. Intersection's");
-    println!("peer is faiss searching both query vectors (what it needs for the two scores).");
-    println!();
-    println!(
+fn print_table(rows: &[Row], dim: usize, threads: usize) -> Result<()> {
+    outln!("setr CPU coarse search vs faiss-cpu IndexFlatIP (threads {threads}, dim {dim})");
+    outln!("setr scans the f16 gallery; faiss scans the same values as f32. Intersection's");
+    outln!("peer is faiss searching both query vectors (what it needs for the two scores).");
+    outln!();
+    outln!(
         "{:>8} {:>13} {:>5} {:>5} | {:>10} {:>9} {:>7} | {:>10} {:>9} | {:>7} {:>9}",
         "gallery",
         "strategy",
@@ -252,7 +252,7 @@ fn print_table(rows: &[Row], dim: usize, threads: usize) {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        println!(
+        outln!(
             "{:>8} {:>13} {:>5} {:>5} | {:>10.1} {:>9.2} {:>7.2} | {:>10} {:>9} | {:>7} {:>9}",
             r.size,
             r.strategy.to_string(),
@@ -267,6 +267,7 @@ fn print_table(rows: &[Row], dim: usize, threads: usize) {
             union.map_or("-".into(), |u| format!("{u:.2}x")),
         );
     }
-    println!();
-    println!("ratio = setr throughput / faiss throughput (> 1: setr faster); vs union = time / union's time.");
+    outln!();
+    outln!("ratio = setr throughput / faiss throughput (> 1: setr faster); vs union = time / union's time.");
+    Ok(())
 }

@@ -134,16 +134,16 @@ pub fn encode(args: EncodeBenchArgs) -> Result<()> {
         }
         Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).context("peer output")?)
     };
-    println!(
+    outln!(
         "setr bench encode: {} ({} dims), f32, CPU, {threads} threads; peer: transformers + torch {}",
         model.display(),
         encoder.dim(),
         peer.as_ref().and_then(|p| p["torch"].as_str()).unwrap_or("(skipped)")
     );
-    println!(
+    outln!(
         "| batch | setr images/s | torch images/s | ratio | setr texts/s | torch texts/s | ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    outln!("|---:|---:|---:|---:|---:|---:|---:|");
     for (b, image, text) in ours {
         let peer_s = |kind: &str| peer.as_ref().and_then(|p| p[kind][b.to_string()].as_f64());
         let cell = |ours: f64, theirs: Option<f64>| match theirs {
@@ -152,7 +152,7 @@ pub fn encode(args: EncodeBenchArgs) -> Result<()> {
         };
         let (pi, ri) = cell(image, peer_s("image"));
         let (pt, rt) = cell(text, peer_s("text"));
-        println!(
+        outln!(
             "| {b} | {:.1} | {pi} | {ri} | {:.1} | {pt} | {rt} |",
             b as f64 / image,
             b as f64 / text

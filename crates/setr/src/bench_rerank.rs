@@ -170,18 +170,18 @@ pub fn rerank(args: RerankBenchArgs) -> Result<()> {
             },
         ));
     }
-    println!(
+    outln!(
         "setr bench rerank: per-query latency, f32, CPU, {} threads",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("| model | K | shared prefix (ms) | full recompute (ms) | speed-up |");
-    println!("|---|---:|---:|---:|---:|");
+    outln!("| model | K | shared prefix (ms) | full recompute (ms) | speed-up |");
+    outln!("|---|---:|---:|---:|---:|");
     for (name, bench) in &benches {
         bench.query(2, true)?; // warm up
         for &k in &args.ks {
             let shared = bench.query(k, true)?;
             let full = bench.query(k, false)?;
-            println!(
+            outln!(
                 "| {name} | {k} | {shared:.1} | {full:.1} | {:.2}x |",
                 full / shared
             );

@@ -379,12 +379,12 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
     let rss_start = server.rss();
     let mut rows = Vec::new();
     let mut sustained = None;
-    println!(
+    outln!(
         "{:<22} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
         "phase", "target", "achieved", "errors", "p50 ms", "p99 ms", "max ms"
     );
-    let print = |p: &Phase, name: &str, target: &str| {
-        println!(
+    let print = |p: &Phase, name: &str, target: &str| -> Result<()> {
+        outln!(
             "{:<22} {:>9} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>9.2}{}",
             name,
             target,
@@ -399,10 +399,11 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
                 format!("  failures by status (0 = connection): {:?}", p.failures)
             }
         );
+        Ok(())
     };
     for &rate in &args.rates {
         let p = drive(&addr, args.connections, args.seconds, Some(rate), &plain);
-        print(&p, "search (no rerank)", &format!("{rate} qps"));
+        print(&p, "search (no rerank)", &format!("{rate} qps"))?;
         rows.push(p.row("search", &format!("{rate} qps")));
         let ok = p.errors == 0 && p.quantile(0.99) <= args.p99_ms;
         if ok {
@@ -438,13 +439,13 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
         let rss_after = server.rss();
         let samples = samples.into_inner().unwrap_or_default();
         let peak = samples.iter().copied().max();
-        print(&p, "soak", &format!("{} qps", args.soak_rate));
+        print(&p, "soak", &format!("{} qps", args.soak_rate))?;
         let mib = |b: Option<u64>| b.map(|b| b as f64 / (1 << 20) as f64);
         let change = match (rss_before, rss_after) {
             (Some(a), Some(b)) if a > 0 => Some((b as f64 / a as f64 - 1.0) * 100.0),
             _ => None,
         };
-        println!(
+        outln!(
             "soak RSS: before {:.1} MiB, after {:.1} MiB, peak {:.1} MiB, change {:+.1}% over {:.0} s",
             mib(rss_before).unwrap_or(f64::NAN),
             mib(rss_after).unwrap_or(f64::NAN),
@@ -471,14 +472,14 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
             &rerank,
         );
         let name = format!("search + rerank K={k}");
-        print(&p, &name, &format!("{} clients", args.rerank_clients));
+        print(&p, &name, &format!("{} clients", args.rerank_clients))?;
         rows.push(p.row(
             &name,
             &format!("{} clients (closed loop)", args.rerank_clients),
         ));
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
+    outln!(
         "max sustained QPS with p99 <= {} ms: {} (gallery {} images, {} cores shared by server and client; RSS at start {:.1} MiB)",
         args.p99_ms,
         sustained.map_or("none of the rates".into(), |r| format!("{r}")),

@@ -5,11 +5,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use std::sync::Mutex;
 
+use setr_engine::{EncoderConfig, Engine, EngineOptions, Gallery, IndexReport, Limits, Rerankers};
 use setr_index::{Store, StoreConfig};
-use setr_models::{DecodeLimits, EncoderOptions, ImageTextEncoder, Precision};
-use setr_server::IndexReport;
+use setr_models::{DecodeLimits, ImageTextEncoder, Precision};
 
 /// Which encoder to load and how.
 #[derive(clap::Args, Debug, Clone)]
@@ -39,31 +38,51 @@ pub struct ModelArgs {
     /// trained without it; off by default).
     #[arg(long)]
     pub siglip_text_padding_mask: bool,
+    /// Read special-token strings typed in a text (`<|endoftext|>`) as special tokens, as
+    /// transformers does. Off by default: user text is plain text.
+    #[arg(long, env = "SETR_SPECIAL_TOKENS_IN_TEXT")]
+    pub special_tokens_in_text: bool,
 }
 
 impl ModelArgs {
     pub fn limits(&self) -> DecodeLimits {
-        DecodeLimits {
-            max_pixels: self.max_pixels,
-            ..DecodeLimits::default()
-        }
+        DecodeLimits::with_max_pixels(self.max_pixels)
     }
 
-    /// Loads `reference`, or the `--model` given.
-    pub fn load(&self, reference: Option<&str>) -> Result<ImageTextEncoder> {
+    /// The engine's encoder configuration for `reference`, or the `--model` given.
+    pub fn encoder_config(&self, reference: Option<&str>) -> Result<EncoderConfig> {
         let reference = reference
             .or(self.model.as_deref())
             .context("no model: pass --model <dir|hub id>")?;
         let precision: Precision = self.precision.parse()?;
-        let options = EncoderOptions {
+        Ok(EncoderConfig {
             precision,
-            device: setr_models::device(&self.device)?,
-            offline: self.offline,
-            max_batch: self.batch.max(1),
+            device: self.device.clone(),
+            offline: self.offline || setr_models::offline_from_env(),
+            batch: self.batch.max(1),
             siglip_text_padding_mask: self.siglip_text_padding_mask,
-        };
-        ImageTextEncoder::load(reference, &options)
-            .with_context(|| format!("loading model {reference}"))
+            special_tokens_in_text: self.special_tokens_in_text,
+            ..EncoderConfig::new(reference)
+        })
+    }
+
+    /// Loads `reference`, or the `--model` given.
+    pub fn load(&self, reference: Option<&str>) -> Result<ImageTextEncoder> {
+        Ok(self.encoder_config(reference)?.load()?)
+    }
+
+    /// Engine options for a command-line run: these limits and batch, paths shown (the
+    /// user's own files), no deadline.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            limits: Limits {
+                max_pixels: self.max_pixels,
+                ..Limits::default()
+            },
+            encoder_batch: self.batch.max(1),
+            expose_paths: true,
+            ..EngineOptions::default()
+        }
     }
 }
 
@@ -111,7 +130,7 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         out.push(json!({ "text": text, "embedding": e }));
     }
     let out = json!({ "model": encoder.identity(), "embeddings": out });
-    println!("{}", serde_json::to_string(&out)?);
+    outln!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
 
@@ -126,17 +145,17 @@ pub struct IndexArgs {
     model: ModelArgs,
 }
 
-/// Adds `files` to `store` (see [`setr_server::indexing::add_files`]) with a progress bar.
+/// Adds `files` to the gallery (see [`setr_engine::add_files`]) with a progress bar.
 pub fn add_files(
-    store: &Mutex<Store>,
+    gallery: &Gallery,
     encoder: &ImageTextEncoder,
     files: &[PathBuf],
     batch: usize,
     limits: &DecodeLimits,
     bar: &indicatif::ProgressBar,
 ) -> Result<IndexReport> {
-    Ok(setr_server::indexing::add_files(
-        store,
+    Ok(setr_engine::add_files(
+        gallery,
         encoder,
         files,
         batch,
@@ -178,18 +197,20 @@ pub fn index(args: IndexArgs) -> Result<()> {
         bail!("{} is not a directory", args.dir.display());
     }
     let encoder = args.model.load(None)?;
+    let identity = encoder.identity().clone();
     // An existing store must hold this model's embeddings; a new one records it.
-    let store = Mutex::new(open_store_for(&args.store, &encoder)?);
-    let (files, symlinks) = setr_server::indexing::image_files(&args.dir)?;
-    let bar = progress(files.len(), "images");
-    let done = add_files(
-        &store,
-        &encoder,
-        &files,
-        args.model.batch,
-        &args.model.limits(),
-        &bar,
+    let store = open_store_for(&args.store, &encoder)?;
+    let engine = Engine::new(
+        store,
+        Some(std::sync::Arc::new(encoder)),
+        Rerankers::default(),
+        args.model.engine_options(),
     )?;
+    let bar = progress(0, "images");
+    let done = engine.index_files(&args.dir, &|r| {
+        bar.set_length(r.files as u64);
+        bar.set_position(r.processed as u64);
+    })?;
     bar.finish_and_clear();
     for u in &done.unreadable {
         eprintln!("unreadable: {} ({})", u["path"], u["error"]);
@@ -197,16 +218,16 @@ pub fn index(args: IndexArgs) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let out = json!({
         "store": args.store,
-        "model": encoder.identity(),
-        "files": files.len(),
+        "model": identity,
+        "files": done.files,
         "added": done.added,
         "duplicates": done.duplicates,
         "unreadable": done.unreadable,
-        "symlinks_skipped": symlinks,
-        "gallery": store.lock().map_or(0, |s| s.len()),
+        "symlinks_skipped": done.symlinks_skipped,
+        "gallery": engine.gallery().len(),
         "seconds": seconds,
         "images_per_second": done.added as f64 / seconds.max(1e-9),
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use setr_core::{ComposedQuery, Hit, ImageId, Strategy};
+use setr_core::{Cancel, ComposedQuery, Hit, ImageId, Strategy};
+use setr_engine::{Engine, Rerankers};
 use setr_eval::{Dataset, Metrics};
 
 use crate::encode::{add_files, open_store_for, progress, ModelArgs};
-use crate::rerank::{Chain, RerankArgs};
+use crate::rerank::RerankArgs;
 
 /// Which benchmark format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -121,12 +122,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             }
         }
     }
-    let encoder = args.model.load(None)?;
-    let chain = if args.rerank.active() {
-        Some(Chain::load(&args.rerank)?)
+    let encoder = std::sync::Arc::new(args.model.load(None)?);
+    // The second stage runs through the engine, exactly as `setr search` and the server
+    // run it: the chain as named, candidates decoded one at a time and fitted.
+    let reranking = args.rerank.active();
+    let rerankers = if reranking {
+        args.rerank.load()?
     } else {
-        None
+        Rerankers::default()
     };
+    let names = args.rerank.names();
+    let fusion = args.rerank.fusion()?;
     let mut rows: Vec<Row> = Vec::new();
     let mut encode_ms = 0.0;
     let mut total_queries = 0usize;
@@ -149,11 +155,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 encoder.identity().fingerprint.trim_start_matches("sha256:")
             )),
         };
-        let store = std::sync::Mutex::new(open_store_for(&store_dir, &encoder)?);
+        let engine = Engine::new(
+            open_store_for(&store_dir, &encoder)?,
+            Some(encoder.clone()),
+            rerankers.clone(),
+            args.model.engine_options(),
+        )?;
+        let store = engine.gallery();
         let files: Vec<PathBuf> = dataset.gallery.iter().map(|g| g.path.clone()).collect();
         let bar = progress(files.len(), "gallery images");
         let added = add_files(
-            &store,
+            store,
             &encoder,
             &files,
             args.model.batch,
@@ -161,9 +173,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             &bar,
         )?;
         bar.finish_and_clear();
-        let store = store
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+
         if !added.unreadable.is_empty() {
             eprintln!(
                 "{name}: {} gallery image(s) unreadable (they cannot be retrieved)",
@@ -186,7 +196,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let mut queries = Vec::with_capacity(dataset.queries.len());
         for (q, text) in dataset.queries.iter().zip(text_embeddings) {
             let image = match id_of.get(q.reference.as_str()) {
-                Some(id) => Some(store.embedding(*id)?),
+                Some(id) => Some(store.read().embedding(*id)?),
                 None => None,
             };
             queries.push(ComposedQuery {
@@ -210,7 +220,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let mut method_rows: Vec<(String, Vec<Vec<String>>, f64, f64)> = Vec::new();
         let mut base_hits: Option<Vec<Vec<Hit>>> = None;
         let mut strategies = args.strategies.clone();
-        if chain.is_some() && !strategies.contains(&args.rerank_base) {
+        if reranking && !strategies.contains(&args.rerank_base) {
             strategies.push(args.rerank_base);
         }
         for strategy in &strategies {
@@ -232,7 +242,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 } else {
                     *strategy
                 };
-                all.push(store.search(&[q], s, depth)?.pop().unwrap_or_default());
+                all.push(store.read().search(&[q], s, depth)?.pop().unwrap_or_default());
             }
             let ms = started.elapsed().as_secs_f64() * 1e3;
             if *strategy == args.rerank_base {
@@ -247,7 +257,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 ));
             }
         }
-        if let (Some(chain), Some(base)) = (&chain, &base_hits) {
+        if let (true, Some(base)) = (reranking, &base_hits) {
             let started = Instant::now();
             let mut rankings = Vec::with_capacity(base.len());
             for (q, hits) in dataset.queries.iter().zip(base) {
@@ -257,14 +267,19 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                     .iter()
                     .find(|g| g.name == q.reference)
                     .and_then(|g| setr_models::decode_file(&g.path, &args.model.limits()).ok());
-                let mut timings = serde_json::Map::new();
-                let chained = chain.apply(
-                    &store,
-                    &hits[..k],
-                    reference.as_ref(),
-                    &q.text,
-                    &mut timings,
-                )?;
+                let reference = reference.map(|image| engine.fit_for(&names, image));
+                let mut timings = std::collections::BTreeMap::new();
+                let chained = engine
+                    .rerank_blocking(
+                        &names,
+                        fusion,
+                        &hits[..k],
+                        reference.as_ref(),
+                        &q.text,
+                        &Cancel::never(),
+                        &mut timings,
+                    )
+                    .map_err(|_| anyhow::anyhow!("reranking was cancelled"))?;
                 let mut reranked: Vec<Hit> = chained
                     .ranked
                     .iter()
@@ -282,7 +297,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 .find(|r| r.0 == args.rerank_base.to_string())
                 .map_or(0.0, |r| r.2);
             method_rows.push((
-                format!("{} + {}", args.rerank_base, chain.label()),
+                format!("{} + {}", args.rerank_base, names.join("+")),
                 rankings,
                 coarse,
                 rerank_ms,
@@ -326,7 +341,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         (rank, cut.parse::<u32>().unwrap_or(0))
     });
     let per_query = |ms: f64| ms / total_queries.max(1) as f64;
-    println!(
+    outln!(
         "setr eval: {:?} {} ({} queries{}), model {} ({})",
         args.format,
         args.split,
@@ -339,17 +354,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         encoder.identity().source,
         encoder.identity().fingerprint
     );
-    println!(
+    outln!(
         "| method | {} | coarse ms/query | rerank ms/query |",
         keys.join(" | ")
     );
-    println!("|---|{}---:|---:|", "---:|".repeat(keys.len()));
+    outln!("|---|{}---:|---:|", "---:|".repeat(keys.len()));
     for (row, m) in rows.iter().zip(&averaged) {
         let values: Vec<String> = keys
             .iter()
             .map(|k| format!("{:.2}", m.values.get(k).copied().unwrap_or(f64::NAN)))
             .collect();
-        println!(
+        outln!(
             "| {} | {} | {:.3} | {:.1} |",
             row.name,
             values.join(" | "),
@@ -357,13 +372,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             per_query(row.rerank_ms)
         );
     }
-    println!(
+    outln!(
         "text encoding: {:.2} ms/query (batched)",
         per_query(encode_ms)
     );
     let unreachable: usize = averaged[0].unreachable.len();
     if unreachable > 0 {
-        println!("{unreachable} quer(y/ies) cannot reach their target (missing from the gallery): counted as misses");
+        outln!("{unreachable} quer(y/ies) cannot reach their target (missing from the gallery): counted as misses");
     }
     if let Some(path) = &args.json {
         let out = json!({

@@ -3,6 +3,15 @@
 //! Parsing lives in `Cli`; each subcommand resolves its arguments into the library
 //! objects that do the work. Errors are reported with context and a non-zero exit code.
 
+/// `println!` that returns the write's error instead of panicking, so that a closed stdout
+/// (`setr embed ... | head -1`) ends the command quietly (see [`main`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod bench;
 mod bench_encode;
 mod bench_rerank;
@@ -20,7 +29,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use setr_core::{ComposedQuery, ImageId, Strategy};
+use setr_core::{ImageId, Strategy};
+use setr_engine::types::{ImageInput, SearchRequest};
 use setr_index::{BackendConfig, Store};
 
 /// Composed image retrieval: reference image + modification text -> target image.
@@ -153,6 +163,15 @@ enum BenchCommand {
     Serve(bench_serve::ServeBenchArgs),
 }
 
+/// True when the error is a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -163,6 +182,8 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): nothing left to say to anyone.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -184,7 +205,7 @@ fn run(cli: Cli) -> Result<()> {
                 "loaded": set.infos(),
                 "refused": set.refused,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Command::Index(args) => encode::index(args),
@@ -210,7 +231,7 @@ fn synth(args: SynthArgs) -> Result<()> {
         let dir = args.store.context("--embeddings-only needs --store")?;
         let backend = parse_backend(&args.backend)?;
         let len = random::fill_store(&dir, args.images, args.dim, args.seed, backend)?;
-        println!(
+        outln!(
             "{}",
             json!({ "store": dir, "images": len, "dim": args.dim, "seconds": started.elapsed().as_secs_f64() })
         );
@@ -225,7 +246,7 @@ fn synth(args: SynthArgs) -> Result<()> {
     };
     let summary = setr_synth::generate(&args.out, &opts)
         .with_context(|| format!("generating the benchmark in {}", args.out.display()))?;
-    println!(
+    outln!(
         "{}",
         json!({
             "out": args.out,
@@ -246,116 +267,72 @@ fn read_embedding(path: &PathBuf) -> Result<Vec<f32>> {
 }
 
 fn search(args: SearchArgs) -> Result<()> {
+    let started = Instant::now();
     let store =
         Store::open(&args.store).with_context(|| format!("opening {}", args.store.display()))?;
-    let side = |id: Option<u64>, file: &Option<PathBuf>| -> Result<Option<Vec<f32>>> {
-        match (id, file) {
-            (Some(id), _) => Ok(Some(store.embedding(ImageId(id))?)),
-            (None, Some(f)) => Ok(Some(read_embedding(f)?)),
-            (None, None) => Ok(None),
-        }
+    let stored = |id: Option<u64>| id.map(|id| store.embedding(ImageId(id))).transpose();
+    let file = |path: &Option<PathBuf>| path.as_ref().map(read_embedding).transpose();
+    let image_embedding = file(&args.image_embedding)?;
+    let text_embedding = match stored(args.text_like)? {
+        Some(v) => Some(v),
+        None => file(&args.text_embedding)?,
     };
-    let mut query = ComposedQuery {
-        image: side(args.like, &args.image_embedding)?,
-        text: side(args.text_like, &args.text_embedding)?,
-    };
-    let mut timings = serde_json::Map::new();
-    let mut ms = |name: &str, since: Instant| {
-        timings.insert(
-            format!("{name}_ms"),
-            json!(since.elapsed().as_secs_f64() * 1e3),
-        );
-    };
-    // The decoded reference image, kept for the reranker.
-    let mut reference_image = None;
-    if args.image.is_some() || args.text.is_some() {
-        let started = Instant::now();
-        // The store's own model unless --model says otherwise; either way the store
-        // checks that the query lives in its embedding space.
+    // The store's own model unless --model says otherwise; the engine checks that the
+    // query lives in the store's embedding space.
+    let encoder = if args.image.is_some() || args.text.is_some() {
         let recorded = store.config().model.as_ref().map(|m| m.source.clone());
         let reference = args.model.model.clone().or(recorded).context(
             "the store records no model (its embeddings were not made by `setr index`); pass --model",
         )?;
-        let encoder = args.model.load(Some(&reference))?;
-        store.check_model(encoder.identity())?;
-        ms("load_encoder", started);
-        let started = Instant::now();
-        if let Some(path) = &args.image {
-            let image = setr_models::decode_file(path, &args.model.limits())
-                .with_context(|| format!("reading {}", path.display()))?;
-            query.image = encoder.embed_images(std::slice::from_ref(&image))?.pop();
-            reference_image = Some(image);
-        }
-        if let Some(text) = &args.text {
-            query.text = encoder.embed_texts(&[text])?.pop();
-        }
-        ms("encode", started);
-    }
-    // At most k results: a k beyond the gallery returns the whole gallery, ranked. With
-    // reranking, the coarse stage keeps rerank-k candidates (at least k).
-    let k = args.k.min(store.len()).max(1);
-    let coarse_k = if args.rerank.active() {
-        args.rerank.rerank_k.max(k).min(store.len()).max(1)
+        Some(std::sync::Arc::new(args.model.load(Some(&reference))?))
     } else {
-        k
+        None
     };
-    let started = Instant::now();
-    let hits: Vec<setr_core::Hit> = store
-        .search(&[query], args.strategy, coarse_k)?
-        .into_iter()
-        .flatten()
-        .collect();
-    ms("coarse", started);
-    let source = |id: ImageId| store.get(id).ok().and_then(|r| r.source_path);
-    let mut reranker_errors = Vec::new();
-    let results: Vec<serde_json::Value> = if args.rerank.active() {
-        let reference_image = match (reference_image, args.like) {
-            (Some(image), _) => Some(image),
-            (None, Some(id)) => {
-                let path = source(ImageId(id)).context("the --like image has no stored file")?;
-                Some(
-                    setr_models::decode_file(std::path::Path::new(&path), &args.model.limits())
-                        .with_context(|| format!("reading {path}"))?,
-                )
-            }
-            (None, None) => None,
-        };
-        let text = args
-            .text
-            .as_deref()
-            .context("reranking needs a modification text (--text)")?;
-        let started = Instant::now();
-        let chain = rerank::Chain::load(&args.rerank)?;
-        timings.insert(
-            "load_rerankers_ms".into(),
-            json!(started.elapsed().as_secs_f64() * 1e3),
-        );
-        let chained = chain.apply(&store, &hits, reference_image.as_ref(), text, &mut timings)?;
-        reranker_errors = chained.errors;
-        chained
-            .ranked
-            .into_iter()
-            .take(k)
-            .map(|r| {
-                let mut v = serde_json::to_value(&r).unwrap_or_default();
-                v["source_path"] = json!(source(r.id));
-                v["rerank_scores"] = json!(chained.scores.get(&r.id.0));
-                v
-            })
-            .collect()
+    let rerankers = if args.rerank.active() {
+        args.rerank.load()?
     } else {
-        hits.iter()
-            .map(|h| json!({ "id": h.id, "score": h.score, "source_path": source(h.id) }))
-            .collect()
+        setr_engine::Rerankers::default()
     };
-    let out = json!({
-        "strategy": args.strategy,
-        "backend": store.backend_name(),
-        "gallery": store.len(),
-        "results": results,
-        "reranker_errors": reranker_errors,
-        "timings": timings,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let backend = store.backend_name();
+    let engine = std::sync::Arc::new(setr_engine::Engine::new(
+        store,
+        encoder,
+        rerankers,
+        args.model.engine_options(),
+    )?);
+    let image = match (&args.image, args.like) {
+        (Some(path), _) => Some(ImageInput::bytes(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        (None, Some(id)) => Some(ImageInput::stored(id)),
+        (None, None) => None,
+    };
+    let request = SearchRequest {
+        image,
+        text: args.text.clone(),
+        image_embedding,
+        text_embedding,
+        strategy: Some(args.strategy.to_string()),
+        k: args.k.max(1),
+        rerank: args.rerank.active().then(|| setr_engine::types::RerankStage {
+            k: args.rerank.rerank_k,
+            rerankers: Some(args.rerank.names()),
+            weight: args.rerank.rerank_weight,
+            ..Default::default()
+        }),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let mut response = runtime.block_on(async {
+        let work = engine.begin()?;
+        engine.search(&work, request).await
+    })?;
+    response.timings.insert("load_ms".into(), load_ms);
+    let mut out = serde_json::to_value(&response)?;
+    out["backend"] = json!(backend);
+    out["gallery"] = json!(engine.gallery().len());
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -4,14 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use setr_core::{Fusion, Hit, Reranker};
-use setr_index::Store;
-use setr_models::{
-    qwen3vl::prompt::PromptTemplate, DecodeLimits, Precision, RerankerOptions, RgbImage,
-    VlmReranker,
-};
+use setr_core::{Fusion, Reranker};
+use setr_engine::{RerankerConfig, Rerankers};
+use setr_models::{qwen3vl::prompt::PromptTemplate, Precision, RerankerOptions};
 use setr_plugins::PluginSet;
-use setr_server::pipeline::Chained;
 
 /// Where plugins come from (shared by `setr search` and `setr plugins list`).
 #[derive(clap::Args, Debug, Clone)]
@@ -29,9 +25,8 @@ pub struct PluginArgs {
 }
 
 impl PluginArgs {
-    /// Loads every configured plugin; refusals are recorded, not fatal. `reserved` are the
-    /// built-in reranker names.
-    pub fn load(&self, reserved: &[&str]) -> Result<PluginSet> {
+    /// The `--plugin-config` entries by file stem.
+    pub fn configs(&self) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
         let mut configs = std::collections::BTreeMap::new();
         for entry in &self.plugin_configs {
             let (stem, json) = entry
@@ -41,6 +36,13 @@ impl PluginArgs {
                 .with_context(|| format!("--plugin-config {stem}: not JSON"))?;
             configs.insert(stem.to_owned(), value);
         }
+        Ok(configs)
+    }
+
+    /// Loads every configured plugin; refusals are recorded, not fatal. `reserved` are the
+    /// built-in reranker names.
+    pub fn load(&self, reserved: &[&str]) -> Result<PluginSet> {
+        let configs = self.configs()?;
         let mut libraries = match &self.plugin_dir {
             Some(dir) => PluginSet::libraries_in(dir, &configs)
                 .with_context(|| format!("reading plugin directory {}", dir.display()))?,
@@ -58,8 +60,7 @@ impl PluginArgs {
     }
 }
 
-/// The built-in VLM reranker's name.
-pub const VLM: &str = "qwen3-vl";
+pub use setr_engine::VLM;
 
 /// Second-stage options of `setr search`.
 #[derive(clap::Args, Debug, Clone)]
@@ -105,108 +106,65 @@ impl RerankArgs {
     }
 }
 
-/// The loaded reranker chain and its fusion rule.
-pub struct Chain {
-    rerankers: Vec<Box<dyn Reranker>>,
-    fusion: Fusion,
-}
-
-impl Chain {
-    /// Loads the rerankers `args` names (default: the VLM), built-in or plugins.
-    pub fn load(args: &RerankArgs) -> Result<Chain> {
-        let fusion = match args.rerank_weight {
-            None => Fusion::RerankOnly,
-            Some(w) if (0.0..=1.0).contains(&w) => Fusion::Weighted(w),
+impl RerankArgs {
+    /// The fusion rule `--rerank-weight` asks for.
+    pub fn fusion(&self) -> Result<Fusion> {
+        match self.rerank_weight {
+            None => Ok(Fusion::RerankOnly),
+            Some(w) if (0.0..=1.0).contains(&w) => Ok(Fusion::Weighted(w)),
             Some(w) => anyhow::bail!("--rerank-weight {w} must be between 0 and 1"),
-        };
-        let names: Vec<String> = if args.rerankers.is_empty() {
+        }
+    }
+
+    /// The names of the chain, in order (default: the VLM).
+    pub fn names(&self) -> Vec<String> {
+        if self.rerankers.is_empty() {
             vec![VLM.to_owned()]
         } else {
-            args.rerankers.clone()
-        };
-        let plugins = args.plugins.load(&[VLM])?;
-        for refused in &plugins.refused {
-            tracing::warn!(path = %refused.path.display(), why = %refused.why, "plugin refused");
+            self.rerankers.clone()
         }
-        let refused: Vec<String> = plugins
-            .refused
-            .iter()
-            .map(|r| format!("{}: {}", r.path.display(), r.why))
-            .collect();
-        let mut available: Vec<Option<setr_plugins::LoadedPlugin>> =
-            plugins.loaded.into_iter().map(Some).collect();
-        let mut rerankers: Vec<Box<dyn Reranker>> = Vec::new();
-        for name in &names {
-            if name == VLM {
-                rerankers.push(Box::new(load_vlm(args)?));
-            } else if let Some(slot) = available
-                .iter_mut()
-                .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
-            {
-                rerankers.push(Box::new(slot.take().context("a reranker listed twice")?));
+    }
+
+    /// Loads exactly the rerankers of the chain, in its order, through the engine's one
+    /// loader (`--reranker-model` and the VLM options, then the plugins).
+    pub fn load(&self) -> Result<Rerankers> {
+        let names = self.names();
+        let wants_vlm = names.iter().any(|n| n == VLM);
+        let precision: Precision = self.reranker_precision.parse()?;
+        let config = RerankerConfig {
+            model: if wants_vlm {
+                Some(self.reranker_model.clone().context(
+                    "the qwen3-vl reranker needs --reranker-model <dir|hub id>",
+                )?)
             } else {
-                anyhow::bail!(
-                    "unknown reranker `{name}` (built in: {VLM}; refused plugins: {refused:?})"
-                );
+                None
+            },
+            options: RerankerOptions {
+                precision,
+                lora: self.lora.clone(),
+                offline: setr_models::offline_from_env(),
+                ..RerankerOptions::default()
+            },
+            plugin_dir: self.plugins.plugin_dir.clone(),
+            plugins: self.plugins.plugins.clone(),
+            plugin_configs: self.plugins.configs()?,
+        }
+        .with_prompt(self.rerank_instruction.clone(), self.rerank_question.clone());
+        let mut loaded = config.load()?;
+        let mut chain: Vec<std::sync::Arc<dyn Reranker>> = Vec::with_capacity(names.len());
+        for name in &names {
+            let at = loaded.list.iter().position(|r| r.name() == name.as_str());
+            match at {
+                Some(i) => chain.push(loaded.list.remove(i)),
+                None => anyhow::bail!(
+                    "unknown reranker `{name}` (built in: {VLM}; refused plugins: {:?})",
+                    loaded.refused
+                ),
             }
         }
-        Ok(Chain { rerankers, fusion })
+        Ok(Rerankers {
+            list: chain,
+            refused: loaded.refused,
+        })
     }
-
-    /// Names, in order, joined by `+`.
-    pub fn label(&self) -> String {
-        self.rerankers
-            .iter()
-            .map(|r| r.name().to_owned())
-            .collect::<Vec<_>>()
-            .join("+")
-    }
-
-    /// Reranks the coarse `hits` (best first); see [`setr_server::pipeline::rerank`].
-    pub fn apply(
-        &self,
-        store: &Store,
-        hits: &[Hit],
-        reference: Option<&RgbImage>,
-        text: &str,
-        timings: &mut serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Chained> {
-        let paths: Vec<(setr_core::ImageId, Option<String>)> = hits
-            .iter()
-            .map(|h| (h.id, store.get(h.id).ok().and_then(|r| r.source_path)))
-            .collect();
-        let images = setr_server::pipeline::load_images(&paths, &DecodeLimits::default());
-        let rerankers: Vec<&dyn Reranker> = self.rerankers.iter().map(|r| r.as_ref()).collect();
-        Ok(setr_server::pipeline::rerank(
-            &rerankers,
-            self.fusion,
-            hits,
-            &images,
-            reference,
-            text,
-            timings,
-        ))
-    }
-}
-
-fn load_vlm(args: &RerankArgs) -> Result<VlmReranker> {
-    let model = args
-        .reranker_model
-        .as_deref()
-        .context("the qwen3-vl reranker needs --reranker-model <dir|hub id>")?;
-    let precision: Precision = args.reranker_precision.parse()?;
-    VlmReranker::load(
-        model,
-        &RerankerOptions {
-            precision,
-            lora: args.lora.clone(),
-            offline: setr_models::offline_from_env(),
-            prompt: PromptTemplate {
-                before_candidate: args.rerank_instruction.clone(),
-                after_candidate: args.rerank_question.clone(),
-            },
-            ..RerankerOptions::default()
-        },
-    )
-    .with_context(|| format!("loading reranker {model}"))
 }

@@ -20,8 +20,19 @@ struct FileConfig {
     model: Option<String>,
     demo_images: Option<usize>,
     demo_gallery: Option<PathBuf>,
+    /// Encoder weight precision (f32, f16, bf16) and device (cpu, cuda:N).
+    precision: Option<String>,
+    device: Option<String>,
     /// Qwen3-VL checkpoint of the built-in reranker (none: no VLM reranking).
     reranker_model: Option<String>,
+    /// The VLM's LoRA adapter, precision, device, prompt texts and answer tokens.
+    reranker_lora: Option<PathBuf>,
+    reranker_precision: Option<String>,
+    reranker_device: Option<String>,
+    rerank_instruction: Option<String>,
+    rerank_question: Option<String>,
+    reranker_yes: Option<String>,
+    reranker_no: Option<String>,
     /// Reranker plugins: a directory, and/or explicit library paths.
     plugin_dir: Option<PathBuf>,
     #[serde(default)]
@@ -65,6 +76,13 @@ pub struct ServeArgs {
     /// Longest wait for an encoder batch to fill, milliseconds.
     #[arg(long, env = "SETR_MAX_WAIT_MS")]
     max_wait_ms: Option<u64>,
+    /// Most searches scanned together (cross-request batching of the coarse scan).
+    #[arg(long, env = "SETR_SCAN_MAX_BATCH")]
+    scan_max_batch: Option<usize>,
+    /// Longest wait for a scan batch to fill, microseconds (0: none; a scan takes what
+    /// queued while the previous one ran).
+    #[arg(long, env = "SETR_SCAN_MAX_WAIT_US")]
+    scan_max_wait_us: Option<u64>,
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "SETR_WORKERS")]
     workers: Option<usize>,
@@ -74,12 +92,47 @@ pub struct ServeArgs {
     /// A directory under which POST /v1/index may index images (repeatable; none = off).
     #[arg(long = "index-root", env = "SETR_INDEX_ROOTS", value_delimiter = ',')]
     index_roots: Vec<PathBuf>,
+    /// Longest text in UTF-8 bytes (413 beyond), checked before tokenising.
+    #[arg(long, env = "SETR_MAX_TEXT_BYTES")]
+    max_text_bytes: Option<usize>,
+    /// Pixels a candidate is fitted within for rerankers that do not resize images
+    /// themselves (plugins); bounds a rerank's memory.
+    #[arg(long, env = "SETR_RERANK_MAX_PIXELS")]
+    rerank_max_pixels: Option<u64>,
+    /// Show stored images' absolute server paths (`source_path`) to clients.
+    #[arg(long, env = "SETR_EXPOSE_PATHS")]
+    expose_paths: bool,
+    /// Read special-token strings typed in texts as special tokens (transformers' default).
+    #[arg(long, env = "SETR_SPECIAL_TOKENS_IN_TEXT")]
+    special_tokens_in_text: bool,
     /// Synthetic demo images rendered and indexed when the store does not exist (0: none).
     #[arg(long, env = "SETR_DEMO_IMAGES")]
     demo_images: Option<usize>,
+    /// Encoder weight precision: f32 (exact), f16 or bf16.
+    #[arg(long, env = "SETR_PRECISION")]
+    precision: Option<String>,
+    /// Encoder device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, env = "SETR_DEVICE")]
+    device: Option<String>,
     /// Qwen3-VL checkpoint for the built-in `qwen3-vl` reranker ("none": no VLM reranking).
     #[arg(long, env = "SETR_RERANKER_MODEL")]
     reranker_model: Option<String>,
+    /// PEFT LoRA adapter directory merged into the reranker at load.
+    #[arg(long, env = "SETR_LORA")]
+    reranker_lora: Option<PathBuf>,
+    /// Reranker weight precision: f32, f16 or bf16.
+    #[arg(long, env = "SETR_RERANKER_PRECISION")]
+    reranker_precision: Option<String>,
+    /// Reranker device: cpu, cuda or cuda:N.
+    #[arg(long, env = "SETR_RERANKER_DEVICE")]
+    reranker_device: Option<String>,
+    /// Reranker prompt text between the reference and the candidate (`{text}` = the
+    /// modification).
+    #[arg(long, env = "SETR_RERANK_INSTRUCTION")]
+    rerank_instruction: Option<String>,
+    /// Reranker prompt text after the candidate (the question).
+    #[arg(long, env = "SETR_RERANK_QUESTION")]
+    rerank_question: Option<String>,
     #[command(flatten)]
     plugins: crate::rerank::PluginArgs,
 }
@@ -110,16 +163,44 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
         merge(&mut value, over);
     }
-    let file: FileConfig = value.clone().try_into().context("invalid configuration")?;
-    let mut server: ServerConfig = match file.server {
+    let mut file: FileConfig = value.clone().try_into().context("invalid configuration")?;
+    let mut server: ServerConfig = match file.server.take() {
         Some(s) => s.try_into().context("invalid [server] configuration")?,
         None => ServerConfig::default(),
     };
-    if let Some(l) = args.listen {
+    apply_flags(&mut server, &args);
+    let store_dir = args
+        .store
+        .clone()
+        .or(file.store.clone())
+        .unwrap_or_else(setr_server::default_store_dir);
+    let model = args.model.clone().or(file.model.clone()).filter(|m| m != "none");
+    tracing::info!(?store_dir, ?model, listen = %server.listen, auth = server.api_key.is_some(), "starting");
+    let encoder = match &model {
+        Some(m) => Some(encoder_args(m, &args, &file, &server).load(None)?),
+        None => None,
+    };
+    let store = open_or_build_store(&store_dir, encoder.as_ref(), &args, &file)?;
+    let rerankers = reranker_config(args, file)?.load()?;
+    for r in &rerankers.refused {
+        eprintln!("plugin refused: {} ({})", r["path"], r["why"]);
+    }
+    let engine = setr_engine::Engine::new(
+        store,
+        encoder.map(std::sync::Arc::new),
+        rerankers,
+        server.engine_options(),
+    )?;
+    setr_server::serve(AppState::new(engine, server)).context("serving")
+}
+
+/// Flags and `SETR_*` variables over the file's `[server]` settings.
+fn apply_flags(server: &mut ServerConfig, args: &ServeArgs) {
+    if let Some(l) = args.listen.clone() {
         server.listen = l;
     }
     if args.api_key.is_some() {
-        server.api_key = args.api_key;
+        server.api_key = args.api_key.clone();
     }
     if let Some(n) = args.max_in_flight {
         server.max_in_flight = n;
@@ -136,6 +217,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if let Some(n) = args.max_wait_ms {
         server.max_wait_ms = n;
     }
+    if let Some(n) = args.scan_max_batch {
+        server.scan_max_batch = n;
+    }
+    if let Some(n) = args.scan_max_wait_us {
+        server.scan_max_wait_us = n;
+    }
     if let Some(n) = args.workers {
         server.workers = n;
     }
@@ -143,115 +230,129 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         server.request_timeout_ms = n;
     }
     if !args.index_roots.is_empty() {
-        server.index_roots = args.index_roots;
+        server.index_roots = args.index_roots.clone();
     }
-    let store_dir = args
-        .store
-        .or(file.store)
-        .unwrap_or_else(setr_server::default_store_dir);
-    let model = args.model.or(file.model).filter(|m| m != "none");
+    if let Some(n) = args.max_text_bytes {
+        server.max_text_bytes = n;
+    }
+    if let Some(n) = args.rerank_max_pixels {
+        server.rerank_max_pixels = n;
+    }
+    server.expose_paths |= args.expose_paths;
+    server.special_tokens_in_text |= args.special_tokens_in_text;
+}
+
+/// The encoder's options from the flags, the file and the server settings.
+fn encoder_args(model: &str, args: &ServeArgs, file: &FileConfig, server: &ServerConfig) -> ModelArgs {
+    ModelArgs {
+        model: Some(model.to_owned()),
+        precision: args
+            .precision
+            .clone()
+            .or(file.precision.clone())
+            .unwrap_or_else(|| "f32".into()),
+        device: args
+            .device
+            .clone()
+            .or(file.device.clone())
+            .unwrap_or_else(|| "cpu".into()),
+        offline: setr_models::offline_from_env(),
+        batch: server.max_batch,
+        max_pixels: server.max_pixels,
+        siglip_text_padding_mask: false,
+        special_tokens_in_text: server.special_tokens_in_text,
+    }
+}
+
+/// The store at `dir`, or on first start (no store yet, a model, `demo_images` > 0) a
+/// synthetic demo gallery rendered and indexed into a new one.
+fn open_or_build_store(
+    dir: &std::path::Path,
+    encoder: Option<&setr_models::ImageTextEncoder>,
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<Store> {
+    let missing = match Store::open(dir) {
+        Ok(store) => return Ok(store),
+        Err(e @ setr_index::IndexError::Missing(_)) => e,
+        Err(e) => return Err(e).with_context(|| format!("opening {}", dir.display())),
+    };
+    let Some(encoder) = encoder else {
+        return Err(missing).with_context(|| format!("opening {}", dir.display()));
+    };
+    let gallery = setr_engine::Gallery::new(open_store_for(dir, encoder)?);
     let demo_images = args.demo_images.or(file.demo_images).unwrap_or(0);
-    tracing::info!(?store_dir, ?model, listen = %server.listen, auth = server.api_key.is_some(), "starting");
-    let encoder = match &model {
-        Some(m) => Some(
-            ModelArgs {
-                model: Some(m.clone()),
-                precision: "f32".into(),
-                device: "cpu".into(),
-                offline: setr_models::offline_from_env(),
-                batch: server.max_batch,
-                max_pixels: server.max_pixels,
-                siglip_text_padding_mask: false,
-            }
-            .load(None)?,
-        ),
-        None => None,
-    };
-    let store = match (&encoder, Store::open(&store_dir)) {
-        (_, Ok(store)) => {
-            if let Some(e) = &encoder {
-                store.check_model(e.identity())?;
-            }
-            store
-        }
-        (Some(encoder), Err(setr_index::IndexError::Missing(_))) => {
-            let store = std::sync::Mutex::new(open_store_for(&store_dir, encoder)?);
-            if demo_images > 0 {
-                let gallery = file
-                    .demo_gallery
-                    .unwrap_or_else(|| PathBuf::from("data/demo-gallery"));
-                eprintln!("first start: rendering {demo_images} synthetic scenes into {} and indexing them", gallery.display());
-                setr_synth::generate(
-                    &gallery,
-                    &setr_synth::SynthOptions {
-                        images: demo_images,
-                        seed: 7,
-                        ..Default::default()
-                    },
-                )?;
-                let mut files: Vec<PathBuf> = std::fs::read_dir(gallery.join("images"))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .collect();
-                files.sort();
-                let bar = progress(files.len(), "demo images");
-                add_files(
-                    &store,
-                    encoder,
-                    &files,
-                    32,
-                    &setr_models::DecodeLimits::default(),
-                    &bar,
-                )?;
-                bar.finish_and_clear();
-            }
-            store
-                .into_inner()
-                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-        }
-        (None, Err(e)) => {
-            return Err(e).with_context(|| format!("opening {}", store_dir.display()))
-        }
-        (Some(_), Err(e)) => {
-            return Err(e).with_context(|| format!("opening {}", store_dir.display()))
-        }
-    };
-    // Second stage: the VLM when configured, then every plugin that passes the checks.
-    let mut rerankers: Vec<Box<dyn setr_core::Reranker>> = Vec::new();
-    if let Some(m) = args
-        .reranker_model
-        .or(file.reranker_model)
-        .filter(|m| m != "none")
-    {
-        let vlm = setr_models::VlmReranker::load(
-            &m,
-            &setr_models::RerankerOptions {
-                offline: setr_models::offline_from_env(),
+    if demo_images > 0 {
+        let images_dir = file
+            .demo_gallery
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data/demo-gallery"));
+        eprintln!(
+            "first start: rendering {demo_images} synthetic scenes into {} and indexing them",
+            images_dir.display()
+        );
+        setr_synth::generate(
+            &images_dir,
+            &setr_synth::SynthOptions {
+                images: demo_images,
+                seed: 7,
                 ..Default::default()
             },
-        )
-        .with_context(|| format!("loading reranker {m}"))?;
-        rerankers.push(Box::new(vlm));
+        )?;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(images_dir.join("images"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        let bar = progress(files.len(), "demo images");
+        let limits = setr_models::DecodeLimits::default();
+        add_files(&gallery, encoder, &files, 32, &limits, &bar)?;
+        bar.finish_and_clear();
     }
+    Ok(gallery.into_inner())
+}
+
+/// The second stage: the VLM when configured (with its options), then every plugin.
+fn reranker_config(args: ServeArgs, file: FileConfig) -> Result<setr_engine::RerankerConfig> {
+    let default = setr_models::RerankerOptions::default();
+    let precision = match args.reranker_precision.or(file.reranker_precision) {
+        Some(p) => p.parse()?,
+        None => default.precision,
+    };
+    let device = match args.reranker_device.or(file.reranker_device) {
+        Some(d) => setr_models::device(&d)?,
+        None => default.device.clone(),
+    };
     let mut plugin_args = args.plugins;
     if plugin_args.plugin_dir.is_none() {
         plugin_args.plugin_dir = file.plugin_dir;
     }
     plugin_args.plugins.extend(file.plugins);
-    for (stem, config) in file.plugin_configs {
-        plugin_args.plugin_configs.push(format!("{stem}={config}"));
+    let mut plugin_configs = plugin_args.configs()?;
+    plugin_configs.extend(file.plugin_configs);
+    let options = setr_models::RerankerOptions {
+        precision,
+        device,
+        offline: setr_models::offline_from_env(),
+        lora: args.reranker_lora.or(file.reranker_lora),
+        yes: file.reranker_yes.unwrap_or(default.yes.clone()),
+        no: file.reranker_no.unwrap_or(default.no.clone()),
+        ..default
+    };
+    let prompt = &options.prompt;
+    let before = args
+        .rerank_instruction
+        .or(file.rerank_instruction)
+        .unwrap_or_else(|| prompt.before_candidate.clone());
+    let after = args
+        .rerank_question
+        .or(file.rerank_question)
+        .unwrap_or_else(|| prompt.after_candidate.clone());
+    Ok(setr_engine::RerankerConfig {
+        model: args.reranker_model.or(file.reranker_model),
+        options,
+        plugin_dir: plugin_args.plugin_dir,
+        plugins: plugin_args.plugins,
+        plugin_configs,
     }
-    let plugins = plugin_args.load(&[crate::rerank::VLM])?;
-    let refused: Vec<serde_json::Value> = plugins
-        .refused
-        .iter()
-        .map(|r| serde_json::json!({ "path": r.path, "why": r.why }))
-        .collect();
-    for r in &plugins.refused {
-        eprintln!("plugin refused: {} ({})", r.path.display(), r.why);
-    }
-    for p in plugins.loaded {
-        rerankers.push(Box::new(p));
-    }
-    let state = AppState::new(store, encoder, server).with_rerankers(rerankers, refused);
-    setr_server::serve(state).context("serving")
+    .with_prompt(before, after))
 }

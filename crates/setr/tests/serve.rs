@@ -176,10 +176,11 @@ fn serve_end_to_end() {
     let (status, body) = http(a, "POST", "/v1/search", Some(&q), key);
     assert_eq!(status, 200, "{body}");
     assert!(
-        body["results"][0]["source_path"]
+        body["results"][0]["file_name"]
             .as_str()
             .unwrap()
-            .ends_with("landscape.png"),
+            .ends_with("landscape.png")
+            && body["results"][0].get("source_path").is_none(),
         "{body}"
     );
 
@@ -522,7 +523,7 @@ fn multipart_index_roots_timeout_and_metrics() {
     let (status, found) = http_raw(a, "POST", "/v1/search", &ct, &body, None);
     assert_eq!(status, 200, "{found}");
     assert!(
-        found["results"][0]["source_path"]
+        found["results"][0]["file_name"]
             .as_str()
             .unwrap()
             .ends_with("landscape.png"),

@@ -242,6 +242,23 @@ impl VisionPreprocessor {
         image.rows / (self.merge_size * self.merge_size)
     }
 
+    /// The image [`VisionPreprocessor::apply`] would patchify: `image` smart-resized (a copy when the
+    /// size does not change). Applying the processor to it again resizes nothing, so a host
+    /// may resize candidates as soon as they are decoded and drop the full-size pixels.
+    pub fn fit<C: std::ops::Deref<Target = [u8]>>(
+        &self,
+        image: &image::ImageBuffer<image::Rgb<u8>, C>,
+    ) -> Result<RgbImage> {
+        let (w0, h0) = image.dimensions();
+        let (oh, ow) = self.smart_resize(h0 as usize, w0 as usize)?;
+        let too_big = || ModelError::InvalidInput(format!("{w0}x{h0} resizes to {ow}x{oh}"));
+        let (ow32, oh32) = (
+            u32::try_from(ow).map_err(|_| too_big())?,
+            u32::try_from(oh).map_err(|_| too_big())?,
+        );
+        Ok(resize(image, ow32, oh32, self.filter))
+    }
+
     /// Preprocesses one upright RGB image: smart resize (skipped when the size does not
     /// change), rescale `f32(f64(u8) * rescale)`, normalise `(x - mean) / std` in f32,
     /// then patchify. Row order is merge-block order (`grid_h / m`, `grid_w / m`, `m`,

@@ -1,24 +1,27 @@
-//! The encoder on its own thread, fed by a bounded channel: requests from concurrent HTTP
-//! handlers are batched (up to `max_batch`, waiting at most `max_wait` for company) and
-//! answered through oneshot channels. The actix runtime never runs a model.
+//! The encoder on its own thread, fed by a bounded channel: requests from concurrent
+//! callers are batched (up to `max_batch`, waiting at most `max_wait` for company) and
+//! answered through oneshot channels; a job whose caller has gone (timed out) is skipped.
+//! No async runtime thread ever runs a model.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use setr_models::{ImageTextEncoder, RgbImage};
+use setr_models::ImageTextEncoder;
 use tokio::sync::oneshot;
 
-use crate::{ApiError, Metrics};
+use crate::{EngineError, Metrics};
 
 enum Input {
-    Image(RgbImage),
+    /// An image already preprocessed for the encoder (`3 * S * S` floats): the queue never
+    /// holds decoded full-size pixels.
+    Image(Vec<f32>),
     Text(String),
 }
 
 struct Job {
     input: Input,
-    reply: oneshot::Sender<Result<Vec<f32>, String>>,
+    reply: oneshot::Sender<Result<Vec<f32>, EngineError>>,
 }
 
 /// A handle to the encoder thread (cheap to clone).
@@ -32,14 +35,13 @@ pub struct EncoderHandle {
 impl EncoderHandle {
     /// Starts the thread. `queue` bounds the waiting jobs (beyond it: overloaded).
     pub fn start(
-        encoder: ImageTextEncoder,
+        encoder: Arc<ImageTextEncoder>,
         max_batch: usize,
         max_wait: Duration,
         queue: usize,
         metrics: Arc<Metrics>,
     ) -> EncoderHandle {
         let (sender, receiver) = sync_channel::<Job>(queue.max(1));
-        let encoder = Arc::new(encoder);
         let worker = encoder.clone();
         let worker_metrics = metrics.clone();
         std::thread::Builder::new()
@@ -71,28 +73,30 @@ impl EncoderHandle {
         &self.encoder
     }
 
-    async fn submit(&self, input: Input) -> Result<Vec<f32>, ApiError> {
+    async fn submit(&self, input: Input) -> Result<Vec<f32>, EngineError> {
         let (reply, answer) = oneshot::channel();
         match self.sender.try_send(Job { input, reply }) {
-            Ok(()) => self.metrics.queue(1),
-            Err(TrySendError::Full(_)) => return Err(ApiError::Overloaded(0)),
+            Ok(()) => self.metrics.encoder_queue(1),
+            Err(TrySendError::Full(_)) => {
+                return Err(EngineError::Overloaded("the encoder queue is full".into()))
+            }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(ApiError::Unavailable("the encoder stopped".into()))
+                return Err(EngineError::Unavailable("the encoder stopped".into()))
             }
         }
         answer
             .await
-            .map_err(|_| ApiError::Internal("the encoder dropped a request".into()))?
-            .map_err(ApiError::Validation)
+            .map_err(|_| EngineError::Model("the encoder dropped a request".into()))?
     }
 
-    /// Embeds one image (batched with concurrent requests).
-    pub async fn image(&self, image: RgbImage) -> Result<Vec<f32>, ApiError> {
-        self.submit(Input::Image(image)).await
+    /// Embeds one image (batched with concurrent requests): the embedding of an image preprocessed by the encoder's
+    /// [`setr_models::Preprocessor`].
+    pub async fn image(&self, pixels: Vec<f32>) -> Result<Vec<f32>, EngineError> {
+        self.submit(Input::Image(pixels)).await
     }
 
     /// Embeds one text (batched with concurrent requests).
-    pub async fn text(&self, text: String) -> Result<Vec<f32>, ApiError> {
+    pub async fn text(&self, text: String) -> Result<Vec<f32>, EngineError> {
         self.submit(Input::Text(text)).await
     }
 }
@@ -115,22 +119,23 @@ fn run(
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        metrics.queue(-(jobs.len() as i64));
+        metrics.encoder_queue(-(jobs.len() as i64));
         // Requests whose client went away are skipped.
         jobs.retain(|j| !j.reply.is_closed());
         let (images, texts): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
             .partition(|j| matches!(j.input, Input::Image(_)));
         if !images.is_empty() {
-            let pixels: Vec<RgbImage> = images
-                .iter()
-                .filter_map(|j| match &j.input {
-                    Input::Image(i) => Some(i.clone()),
+            let mut images = images;
+            let pixels: Vec<Vec<f32>> = images
+                .iter_mut()
+                .filter_map(|j| match &mut j.input {
+                    Input::Image(p) => Some(std::mem::take(p)),
                     Input::Text(_) => None,
                 })
                 .collect();
-            metrics.batch(pixels.len());
-            answer(images, encoder.embed_images(&pixels));
+            metrics.encoder_batch(pixels.len());
+            answer(images, encoder.embed_pixels(&pixels));
         }
         if !texts.is_empty() {
             let strings: Vec<&str> = texts
@@ -140,7 +145,7 @@ fn run(
                     Input::Image(_) => None,
                 })
                 .collect();
-            metrics.batch(strings.len());
+            metrics.encoder_batch(strings.len());
             let result = encoder.embed_texts(&strings);
             answer(texts, result);
         }
@@ -155,9 +160,20 @@ fn answer(jobs: Vec<Job>, result: setr_models::Result<Vec<Vec<f32>>>) {
             }
         }
         Err(e) => {
+            // The status follows the error's kind (a bad text is the client's, a model
+            // failure is ours), decided by the one map from model errors.
+            let bad_input = matches!(
+                e,
+                setr_models::ModelError::InvalidInput(_) | setr_models::ModelError::Tokenizer(_)
+            );
             let message = e.to_string();
             for job in jobs {
-                let _ = job.reply.send(Err(message.clone()));
+                let error = if bad_input {
+                    EngineError::Invalid(message.clone())
+                } else {
+                    EngineError::Model(message.clone())
+                };
+                let _ = job.reply.send(Err(error));
             }
         }
     }

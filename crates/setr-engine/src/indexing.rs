@@ -1,5 +1,5 @@
-//! Indexing a directory of images into a store: shared by `setr index` and the server's
-//! `POST /v1/index`. Files are read, hashed and decoded on all cores, stored content is
+//! Indexing a directory of images into the gallery: `setr index`, `setr eval` and the
+//! server's `POST /v1/index` all run this. Files are read, hashed and decoded on all cores, stored content is
 //! skipped, embeddings are computed in batches and each batch is one store transaction,
 //! so an interrupted run resumes where it stopped. Symlinks are never followed.
 
@@ -8,22 +8,22 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::json;
-use setr_index::{AddOutcome, NewImage, Store};
-use setr_models::{decode_image, DecodeLimits, ImageTextEncoder, RgbImage};
+use setr_index::{AddOutcome, NewImage};
+use setr_models::{decode_image, read_image_file, DecodeLimits, ImageTextEncoder};
 use sha2::{Digest, Sha256};
 
-use crate::ApiError;
+use crate::{EngineError, Gallery};
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
 /// Image files under `dir` (by extension), sorted so that reruns visit them in the same
 /// order, and the number of symlinks skipped (they could point anywhere).
-pub fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize), ApiError> {
+pub fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize), EngineError> {
     let mut files = Vec::new();
     let mut symlinks = 0;
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
         let entry =
-            entry.map_err(|e| ApiError::Internal(format!("listing {}: {e}", dir.display())))?;
+            entry.map_err(|e| EngineError::Storage(format!("listing {}: {e}", dir.display())))?;
         if entry.path_is_symlink() {
             symlinks += 1;
             continue;
@@ -50,11 +50,24 @@ pub fn content_hash(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// What [`add_files`] did.
+/// Where an indexing run stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Still going.
+    #[default]
+    Running,
+    /// Every file was handled.
+    Done,
+    /// Stopped early; `error` says why.
+    Failed,
+}
+
+/// What [`add_files`] did (or has done so far).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IndexReport {
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    /// Running, done or failed.
+    pub state: JobState,
     /// The directory (resolved).
     pub dir: PathBuf,
     /// Image files found.
@@ -78,44 +91,43 @@ pub struct IndexReport {
     pub seconds: f64,
 }
 
-/// A file read, hashed and decoded (or why not).
+/// A file read, hashed, decoded and preprocessed for the encoder (or why not). The
+/// full-size pixels are dropped as soon as they are preprocessed, so a batch holds
+/// `3 * S * S` floats per file, never its decoded image.
 struct Prepared {
     path: PathBuf,
     hash: String,
-    image: Result<RgbImage, String>,
+    /// (width, height, encoder input).
+    image: Result<(u32, u32, Vec<f32>), String>,
 }
 
-/// Adds `files` to the store; the store is locked only to look up hashes and to commit a
-/// batch, so searches go on meanwhile. `progress` sees the report after every batch.
+/// Adds `files` to the gallery, one batch at a time (each batch one transaction, so an
+/// interrupted run resumes); searches go on meanwhile (see [`Gallery`]). `progress` sees
+/// the report after every batch.
 pub fn add_files(
-    store: &Mutex<Store>,
+    gallery: &Gallery,
     encoder: &ImageTextEncoder,
     files: &[PathBuf],
     batch: usize,
     limits: &DecodeLimits,
     progress: &dyn Fn(&IndexReport),
-) -> Result<IndexReport, ApiError> {
+) -> Result<IndexReport, EngineError> {
     let started = std::time::Instant::now();
-    let lock = || {
-        store
-            .lock()
-            .map_err(|_| ApiError::Internal("store lock poisoned".into()))
-    };
     let mut out = IndexReport {
-        state: "running".into(),
+        state: JobState::Running,
         files: files.len(),
         ids: Vec::with_capacity(files.len()),
         ..IndexReport::default()
     };
     for chunk in files.chunks(batch.max(1)) {
-        let prepared = prepare(chunk, limits);
+        let prepared = prepare(chunk, limits, encoder);
         let mut pending = Vec::new(); // (position in out.ids, path, hash, w, h)
         let mut images = Vec::new();
         for p in prepared {
             let existing = if p.hash.is_empty() {
                 None
             } else {
-                lock()?.find_by_hash(&p.hash)?
+                gallery.read().find_by_hash(&p.hash)?
             };
             if let Some(id) = existing {
                 out.duplicates += 1;
@@ -123,10 +135,10 @@ pub fn add_files(
                 continue;
             }
             match p.image {
-                Ok(image) => {
-                    pending.push((out.ids.len(), p.path, p.hash, image.width(), image.height()));
+                Ok((width, height, pixels)) => {
+                    pending.push((out.ids.len(), p.path, p.hash, width, height));
                     out.ids.push(None);
-                    images.push(image);
+                    images.push(pixels);
                 }
                 Err(why) => {
                     out.unreadable.push(json!({ "path": p.path, "error": why }));
@@ -135,7 +147,7 @@ pub fn add_files(
             }
         }
         if !images.is_empty() {
-            let embeddings = encoder.embed_images(&images)?;
+            let embeddings = encoder.embed_pixels(&images)?;
             let news = pending
                 .iter()
                 .zip(embeddings)
@@ -148,7 +160,7 @@ pub fn add_files(
                     metadata: serde_json::Value::Null,
                 })
                 .collect();
-            let outcomes = lock()?.add_batch(news)?;
+            let outcomes = gallery.add_batch(news)?;
             for ((slot, ..), outcome) in pending.iter().zip(outcomes) {
                 match outcome {
                     AddOutcome::Added(_) => out.added += 1,
@@ -161,12 +173,12 @@ pub fn add_files(
         out.seconds = started.elapsed().as_secs_f64();
         progress(&out);
     }
-    out.state = "done".into();
+    out.state = JobState::Done;
     Ok(out)
 }
 
-/// Reads, hashes and decodes a chunk of files on all cores.
-fn prepare(chunk: &[PathBuf], limits: &DecodeLimits) -> Vec<Prepared> {
+/// Reads, hashes, decodes and preprocesses a chunk of files on all cores.
+fn prepare(chunk: &[PathBuf], limits: &DecodeLimits, encoder: &ImageTextEncoder) -> Vec<Prepared> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(chunk.len().max(1));
@@ -177,11 +189,16 @@ fn prepare(chunk: &[PathBuf], limits: &DecodeLimits) -> Vec<Prepared> {
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|path| match std::fs::read(path) {
+                        .map(|path| match read_image_file(path, limits) {
                             Ok(bytes) => Prepared {
                                 path: path.clone(),
                                 hash: content_hash(&bytes),
-                                image: decode_image(&bytes, limits).map_err(|e| e.to_string()),
+                                image: decode_image(&bytes, limits)
+                                    .map(|i| {
+                                        let pixels = encoder.preprocessor().apply(&i);
+                                        (i.width(), i.height(), pixels)
+                                    })
+                                    .map_err(|e| e.to_string()),
                             },
                             Err(e) => Prepared {
                                 path: path.clone(),
@@ -200,43 +217,8 @@ fn prepare(chunk: &[PathBuf], limits: &DecodeLimits) -> Vec<Prepared> {
     })
 }
 
-/// `requested`, resolved (`..` and symlinks included), if it is a directory under one of
-/// the resolved `roots`; otherwise the error the client should see.
-pub fn resolve_in_roots(requested: &Path, roots: &[PathBuf]) -> Result<PathBuf, ApiError> {
-    if roots.is_empty() {
-        return Err(ApiError::Forbidden(
-            "server-side indexing is off (no index_roots configured)".into(),
-        ));
-    }
-    // A relative path is taken relative to the first root, never to the server's cwd.
-    let joined = if requested.is_absolute() {
-        requested.to_path_buf()
-    } else {
-        roots[0].join(requested)
-    };
-    let resolved = joined
-        .canonicalize()
-        .map_err(|e| ApiError::NotFound(format!("{}: {e}", requested.display())))?;
-    let inside = roots
-        .iter()
-        .filter_map(|r| r.canonicalize().ok())
-        .any(|root| resolved.starts_with(&root));
-    if !inside {
-        return Err(ApiError::Forbidden(format!(
-            "{} is outside the configured index roots",
-            requested.display()
-        )));
-    }
-    if !resolved.is_dir() {
-        return Err(ApiError::Validation(format!(
-            "{} is not a directory",
-            requested.display()
-        )));
-    }
-    Ok(resolved)
-}
-
-/// A directory indexing job started by `POST /v1/index`.
+/// A directory indexing job running in the background (`POST /v1/index`), polled through
+/// its report.
 #[derive(Debug)]
 pub struct IndexJob {
     /// Job id.
@@ -245,109 +227,70 @@ pub struct IndexJob {
     pub report: Mutex<IndexReport>,
 }
 
-/// Runs an indexing job to completion (on the calling thread), recording progress in the
-/// job. Never panics; failures end in state `failed` with the reason.
-pub fn index_directory(
-    job: &IndexJob,
-    dir: &Path,
-    store: &Mutex<Store>,
-    encoder: &ImageTextEncoder,
-    batch: usize,
-    limits: &DecodeLimits,
-) {
-    let set = |r: IndexReport| {
-        if let Ok(mut slot) = job.report.lock() {
-            *slot = r;
-        }
-    };
-    let result = image_files(dir).and_then(|(files, symlinks)| {
-        let progress = |r: &IndexReport| {
+impl crate::Engine {
+    /// Runs an indexing job to completion (on the calling thread), recording progress in
+    /// the job; searches go on meanwhile. Never panics; a failure ends in state `failed`
+    /// with the reason.
+    pub fn index_directory(&self, job: &IndexJob, dir: &Path) {
+        let set = |r: IndexReport| {
+            if let Ok(mut slot) = job.report.lock() {
+                *slot = r;
+            }
+        };
+        let result = self.index_files(dir, &|r| {
             set(IndexReport {
                 dir: dir.to_path_buf(),
-                symlinks_skipped: symlinks,
                 ids: Vec::new(),
                 ..r.clone()
             })
+        });
+        match result {
+            Ok(mut report) => {
+                tracing::info!(job = job.id, dir = %dir.display(), added = report.added, "index job done");
+                report.ids.clear();
+                set(report)
+            }
+            Err(e) => {
+                tracing::warn!(job = job.id, dir = %dir.display(), error = %e, "index job failed");
+                let mut report = job.report.lock().map(|r| r.clone()).unwrap_or_default();
+                report.state = JobState::Failed;
+                report.error = Some(e.to_string());
+                set(report)
+            }
+        }
+    }
+
+    /// Indexes every image file under `dir` (symlinks skipped and counted) with the
+    /// engine's encoder and limits; `progress` sees the report after every batch.
+    pub fn index_files(
+        &self,
+        dir: &Path,
+        progress: &dyn Fn(&IndexReport),
+    ) -> Result<IndexReport, EngineError> {
+        let encoder = self.encoder().ok_or_else(|| {
+            EngineError::Unavailable("no model is configured: nothing can be indexed".into())
+        })?;
+        let (files, symlinks) = image_files(dir)?;
+        let batch = self.options().encoder_batch.max(1) * 4;
+        let limits = self.options().limits.decode();
+        let with_dir = |r: &IndexReport| {
+            progress(&IndexReport {
+                dir: dir.to_path_buf(),
+                symlinks_skipped: symlinks,
+                ..r.clone()
+            })
         };
-        let mut report = add_files(store, encoder, &files, batch, limits, &progress)?;
+        let mut report = add_files(self.gallery(), encoder, &files, batch, &limits, &with_dir)?;
         report.dir = dir.to_path_buf();
         report.symlinks_skipped = symlinks;
-        report.ids.clear();
+        self.metrics().gallery_images.set(self.gallery().len() as i64);
         Ok(report)
-    });
-    match result {
-        Ok(report) => {
-            tracing::info!(job = job.id, dir = %dir.display(), added = report.added, "index job done");
-            set(report)
-        }
-        Err(e) => {
-            tracing::warn!(job = job.id, dir = %dir.display(), error = %e, "index job failed");
-            let mut report = job.report.lock().map(|r| r.clone()).unwrap_or_default();
-            report.state = "failed".into();
-            report.error = Some(e.to_string());
-            set(report)
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_directories_under_a_root_resolve() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(root.join("file.png"), b"x").unwrap();
-        let roots = vec![root.clone()];
-        let canon = root.canonicalize().unwrap();
-
-        assert_eq!(
-            resolve_in_roots(&root.join("a/b"), &roots).unwrap(),
-            canon.join("a/b")
-        );
-        assert_eq!(
-            resolve_in_roots(Path::new("a"), &roots).unwrap(),
-            canon.join("a")
-        );
-        for escape in [
-            outside.clone(),
-            root.join("../outside"),
-            PathBuf::from("../outside"),
-            PathBuf::from("/"),
-        ] {
-            assert!(
-                matches!(
-                    resolve_in_roots(&escape, &roots),
-                    Err(ApiError::Forbidden(_))
-                ),
-                "{escape:?}"
-            );
-        }
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::symlink(&outside, root.join("link-out")).unwrap();
-            assert!(matches!(
-                resolve_in_roots(&root.join("link-out"), &roots),
-                Err(ApiError::Forbidden(_))
-            ));
-        }
-        assert!(matches!(
-            resolve_in_roots(&root.join("missing"), &roots),
-            Err(ApiError::NotFound(_))
-        ));
-        assert!(matches!(
-            resolve_in_roots(&root.join("file.png"), &roots),
-            Err(ApiError::Validation(_))
-        ));
-        assert!(matches!(
-            resolve_in_roots(&root, &[]),
-            Err(ApiError::Forbidden(_))
-        ));
-    }
 
     #[cfg(unix)]
     #[test]

@@ -1,0 +1,159 @@
+//! Cross-request batching of the coarse scan, like the encoder's: searches arriving
+//! together are gathered (up to `max_batch`, waiting at most `max_wait` for company; with
+//! no wait, whatever queued while the previous scan ran) into one multi-query scan per
+//! strategy. The CPU scan reads the gallery once per batch, so a batch of 64 costs far
+//! less than 64 scans; the CUDA backend needs batches to be fast at all.
+
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use setr_core::{ComposedQuery, Hit, Strategy};
+use tokio::sync::oneshot;
+
+use crate::{EngineError, Gallery, Metrics, Result};
+
+struct Job {
+    query: ComposedQuery,
+    strategy: Strategy,
+    k: usize,
+    reply: oneshot::Sender<Result<Vec<Hit>>>,
+}
+
+/// A handle to the scan thread (cheap to clone).
+#[derive(Clone)]
+pub struct ScanBatcher {
+    sender: SyncSender<Job>,
+}
+
+impl ScanBatcher {
+    /// Starts the scan thread over `gallery`. `queue` bounds the waiting searches
+    /// (beyond it: overloaded).
+    pub fn start(
+        gallery: Arc<Gallery>,
+        max_batch: usize,
+        max_wait: Duration,
+        queue: usize,
+        metrics: Metrics,
+    ) -> ScanBatcher {
+        let (sender, receiver) = sync_channel::<Job>(queue.max(1));
+        let spawned = std::thread::Builder::new()
+            .name("setr-scan".into())
+            .spawn(move || run(&gallery, &receiver, max_batch.max(1), max_wait, &metrics));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the scan thread");
+        }
+        ScanBatcher { sender }
+    }
+
+    /// The top `k` hits of `query` under `strategy` (batched with concurrent searches).
+    pub async fn search(
+        &self,
+        query: ComposedQuery,
+        strategy: Strategy,
+        k: usize,
+    ) -> Result<Vec<Hit>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            query,
+            strategy,
+            k,
+            reply,
+        };
+        match self.sender.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(EngineError::Overloaded("the scan queue is full".into()))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(EngineError::Unavailable("the scan thread stopped".into()))
+            }
+        }
+        answer
+            .await
+            .map_err(|_| EngineError::Storage("the scan thread dropped a search".into()))?
+    }
+}
+
+fn run(
+    gallery: &Gallery,
+    receiver: &Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+    metrics: &Metrics,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + max_wait;
+        while jobs.len() < max_batch {
+            let next = if max_wait.is_zero() {
+                receiver.try_recv().ok()
+            } else {
+                match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            match next {
+                Some(job) => jobs.push(job),
+                None => break,
+            }
+        }
+        // Searches whose request has gone (timed out) are not run.
+        jobs.retain(|j| !j.reply.is_closed());
+        for group in by_strategy(jobs) {
+            metrics.scan_batch(group.len());
+            scan(gallery, group);
+        }
+    }
+}
+
+/// Jobs grouped by strategy, in arrival order within each group.
+fn by_strategy(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|g| g[0].strategy == job.strategy) {
+            Some(group) => group.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    groups
+}
+
+/// One scan for a group of the same strategy at the largest k asked, each answer cut to
+/// its own k (the top k of a longer exact list is the exact top k). A batch that fails
+/// (one query of a wrong shape) is rerun query by query, so one bad query fails alone.
+fn scan(gallery: &Gallery, jobs: Vec<Job>) {
+    let store = gallery.read();
+    let strategy = jobs[0].strategy;
+    let k = jobs.iter().map(|j| j.k).max().unwrap_or(1).min(store.len());
+    if k == 0 {
+        for job in jobs {
+            let _ = job.reply.send(Ok(Vec::new()));
+        }
+        return;
+    }
+    let queries: Vec<ComposedQuery> = jobs.iter().map(|j| j.query.clone()).collect();
+    match store.search(&queries, strategy, k) {
+        Ok(lists) => {
+            for (job, mut hits) in jobs.into_iter().zip(lists) {
+                hits.truncate(job.k);
+                let _ = job.reply.send(Ok(hits));
+            }
+        }
+        Err(_) if jobs.len() > 1 => {
+            for job in jobs {
+                let one = store
+                    .search(std::slice::from_ref(&job.query), strategy, job.k.min(k))
+                    .map(|mut lists| lists.pop().unwrap_or_default())
+                    .map_err(EngineError::from);
+                let _ = job.reply.send(one);
+            }
+        }
+        Err(e) => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(e.into()));
+            }
+        }
+    }
+}

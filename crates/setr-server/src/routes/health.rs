@@ -1,0 +1,27 @@
+//! `GET /health`, `/ready` and `/metrics`: no lock is taken, nothing waits for a scan.
+
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use super::Data;
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub async fn ready(state: Data) -> HttpResponse {
+    let engine = &state.engine;
+    HttpResponse::Ok().json(json!({
+        "ready": true,
+        "images": engine.gallery().len(),
+        "model": engine.encoder().map(|e| e.identity().clone()),
+    }))
+}
+
+pub async fn metrics(state: Data) -> HttpResponse {
+    let metrics = state.engine.metrics();
+    metrics.gallery_images.set(state.engine.gallery().len() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.render())
+}
