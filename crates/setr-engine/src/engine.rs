@@ -112,7 +112,10 @@ impl Engine {
             metrics.clone(),
         );
         for r in &rerankers.list {
-            metrics.reranker_loaded.with_label_values(&[r.name()]).set(1);
+            metrics
+                .reranker_loaded
+                .with_label_values(&[r.name()])
+                .set(1);
         }
         metrics.plugins_refused.set(rerankers.refused.len() as i64);
         metrics.gallery_images.set(gallery.len() as i64);
@@ -134,10 +137,7 @@ impl Engine {
     /// clock.
     pub fn begin(&self) -> Result<Work> {
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            EngineError::Overloaded(format!(
-                "{} requests in flight",
-                self.options.max_in_flight
-            ))
+            EngineError::Overloaded(format!("{} requests in flight", self.options.max_in_flight))
         })?;
         self.metrics.in_flight.inc();
         let timeout_ms = self.options.request_timeout.as_millis() as u64;
@@ -260,11 +260,7 @@ impl Engine {
             let pixels = encoder.preprocessor().apply(&image);
             let for_rerank = chain.map(|names| {
                 let chain = engine.chain(&names);
-                crate::rerank::fit_for_chain(
-                    &chain,
-                    image,
-                    engine.options.limits.rerank_max_pixels,
-                )
+                crate::rerank::fit_for_chain(&chain, image, engine.options.limits.rerank_max_pixels)
             });
             Ok(Decoded {
                 width,
@@ -388,7 +384,10 @@ impl Engine {
             })
             .await?;
         self.metrics.gallery_images.set(self.gallery.len() as i64);
-        Ok(AddResponse { id: id.0, duplicate })
+        Ok(AddResponse {
+            id: id.0,
+            duplicate,
+        })
     }
 
     /// Deletes an image (durably; searches stop seeing it at once).
@@ -444,8 +443,10 @@ impl Engine {
         self.decoding(work, move |_| {
             let path = engine.stored_path(id)?;
             let limits = engine.options.limits.decode();
-            let image = setr_models::decode_file(std::path::Path::new(&path), &limits)
-                .map_err(|e| EngineError::NotFound(format!("the stored file is unreadable: {e}")))?;
+            let image =
+                setr_models::decode_file(std::path::Path::new(&path), &limits).map_err(|e| {
+                    EngineError::NotFound(format!("the stored file is unreadable: {e}"))
+                })?;
             let thumb = image::DynamicImage::ImageRgb8(image).thumbnail(160, 160);
             let mut out = std::io::Cursor::new(Vec::new());
             thumb

@@ -10,6 +10,9 @@ use setr_models::ModelError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
+    /// A malformed request (bad base64, an image given two ways).
+    #[error("{0}")]
+    BadRequest(String),
     /// A well-formed request that cannot be served as asked (bad k, unknown strategy or
     /// reranker, wrong vector dimension, empty text...).
     #[error("{0}")]

@@ -93,7 +93,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::create(tmp.path().join("s"), StoreConfig::new(8)).unwrap();
         let gallery = Gallery::new(store);
-        gallery.add_batch(vec![NewImage::new(unit(8, 0))]).unwrap();
+        let first = gallery.add_batch(vec![NewImage::new(unit(8, 0))]).unwrap()[0].id();
         // Staged under a read guard: another reader is not blocked meanwhile.
         let staged = {
             let reader = gallery.read();
@@ -102,14 +102,14 @@ mod tests {
             assert_eq!(other.len(), 1, "a staged add is invisible");
             staged
         };
-        gallery.write().publish_add(staged).unwrap();
+        let second = gallery.write().publish_add(staged).unwrap()[0].id();
         assert_eq!(gallery.read().len(), 2);
-        gallery.delete(ImageId(0)).unwrap();
+        gallery.delete(first).unwrap();
         assert_eq!(gallery.len(), 1);
         // Reopened from disk: what was published is what is durable.
         drop(gallery);
         let reopened = Store::open(tmp.path().join("s")).unwrap();
         assert_eq!(reopened.len(), 1);
-        assert!(reopened.contains(ImageId(1)));
+        assert!(reopened.contains(second) && !reopened.contains(first));
     }
 }

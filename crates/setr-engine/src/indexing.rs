@@ -51,7 +51,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 /// Where an indexing run stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Still going.
@@ -64,11 +64,12 @@ pub enum JobState {
 }
 
 /// What [`add_files`] did (or has done so far).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct IndexReport {
     /// Running, done or failed.
     pub state: JobState,
     /// The directory (resolved).
+    #[schema(value_type = String)]
     pub dir: PathBuf,
     /// Image files found.
     pub files: usize,
@@ -81,9 +82,11 @@ pub struct IndexReport {
     /// Symlinks skipped.
     pub symlinks_skipped: usize,
     /// `{path, error}` of each unreadable file.
+    #[schema(value_type = Vec<Object>)]
     pub unreadable: Vec<serde_json::Value>,
     /// Per input file, the id it is stored under (new or duplicate), or None if unreadable.
     #[serde(skip)]
+    #[schema(ignore)]
     pub ids: Vec<Option<setr_core::ImageId>>,
     /// Why the job stopped, when it failed.
     pub error: Option<String>,
@@ -283,7 +286,9 @@ impl crate::Engine {
         let mut report = add_files(self.gallery(), encoder, &files, batch, &limits, &with_dir)?;
         report.dir = dir.to_path_buf();
         report.symlinks_skipped = symlinks;
-        self.metrics().gallery_images.set(self.gallery().len() as i64);
+        self.metrics()
+            .gallery_images
+            .set(self.gallery().len() as i64);
         Ok(report)
     }
 }

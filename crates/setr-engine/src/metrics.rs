@@ -122,7 +122,9 @@ impl Metrics {
 
     /// One request's stage (`decode`, `encode_text`, `search`, `rerank_qwen3-vl`, ...).
     pub fn stage(&self, stage: &str, seconds: f64) {
-        self.stage_seconds.with_label_values(&[stage]).observe(seconds);
+        self.stage_seconds
+            .with_label_values(&[stage])
+            .observe(seconds);
     }
 
     /// The encoder ran a batch of `n` inputs.
@@ -187,8 +189,9 @@ mod tests {
         assert!(out
             .contains("setr_request_duration_seconds_bucket{route=\"/v1/search\",le=\"0.25\"} 2"));
         // 20 s is over the last bound: only +Inf counts it.
-        assert!(out
-            .contains("setr_request_duration_seconds_bucket{route=\"/v1/search\",le=\"10\"} 2"));
+        assert!(
+            out.contains("setr_request_duration_seconds_bucket{route=\"/v1/search\",le=\"10\"} 2")
+        );
         assert!(out
             .contains("setr_request_duration_seconds_bucket{route=\"/v1/search\",le=\"+Inf\"} 3"));
         assert!(out.contains("setr_encoder_batch_size_bucket{le=\"4\"} 1"));

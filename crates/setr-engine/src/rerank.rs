@@ -256,7 +256,9 @@ impl Engine {
         let limits = self.options.limits.decode();
         let max_pixels = self.options.limits.rerank_max_pixels;
         let images = load_images(&paths, &limits, &chain, max_pixels, cancel)?;
-        let chained = rerank(&chain, fusion, hits, &images, reference, text, cancel, timings);
+        let chained = rerank(
+            &chain, fusion, hits, &images, reference, text, cancel, timings,
+        );
         if cancel.is_cancelled() {
             return Err(Cancelled);
         }
@@ -275,7 +277,11 @@ impl Engine {
     /// TEI/Cohere-style rerank of the given documents for a query: `[{index, score}]`,
     /// best first. Documents are decoded one at a time, each fitted for the reranker
     /// before the next is read.
-    pub async fn rerank(self: &Arc<Self>, work: &Work, req: RerankRequest) -> Result<Vec<RerankScore>> {
+    pub async fn rerank(
+        self: &Arc<Self>,
+        work: &Work,
+        req: RerankRequest,
+    ) -> Result<Vec<RerankScore>> {
         if req.documents.is_empty() || req.documents.len() > crate::search::MAX_RERANK_K {
             return Err(EngineError::Invalid(format!(
                 "documents: between 1 and {}",
@@ -304,7 +310,10 @@ impl Engine {
             )));
         }
         let reference = match req.query.image {
-            Some(input) => Some(self.image_for_chain(work, input, vec![name.clone()]).await?),
+            Some(input) => Some(
+                self.image_for_chain(work, input, vec![name.clone()])
+                    .await?,
+            ),
             None => None,
         };
         let mut documents = Vec::with_capacity(req.documents.len());

@@ -8,8 +8,7 @@ use std::time::Instant;
 use setr_core::{ComposedQuery, ImageId, Ranked, RgbBuffer, Strategy};
 
 use crate::types::{
-    ImageInput, ImageRef, RerankStage, RerankerFailure, SearchRequest, SearchResponse,
-    SearchResult,
+    ImageInput, ImageRef, RerankStage, RerankerFailure, SearchRequest, SearchResponse, SearchResult,
 };
 use crate::{Engine, EngineError, Result, Work};
 
@@ -36,7 +35,11 @@ struct EncodedQuery {
 impl Engine {
     /// A composed search. The engine's default strategy applies to an image with a text;
     /// one side alone is searched by that side.
-    pub async fn search(self: &Arc<Self>, work: &Work, mut req: SearchRequest) -> Result<SearchResponse> {
+    pub async fn search(
+        self: &Arc<Self>,
+        work: &Work,
+        mut req: SearchRequest,
+    ) -> Result<SearchResponse> {
         let started = Instant::now();
         let mut timings = Timings::new();
         if let Some(text) = &req.text {
@@ -85,7 +88,11 @@ impl Engine {
                 timings.insert("rerank_total_ms".into(), ms(t));
                 (chained.ranked, chained.scores, chained.errors)
             }
-            None => (Ranked::coarse_only(&hits, None), Default::default(), Vec::new()),
+            None => (
+                Ranked::coarse_only(&hits, None),
+                Default::default(),
+                Vec::new(),
+            ),
         };
         let results = self.results(work, ranked, per_reranker, k).await?;
         timings.insert("total_ms".into(), ms(started));
@@ -159,9 +166,7 @@ impl Engine {
                 }
                 ImageRef::Bytes(bytes) => {
                     let t = Instant::now();
-                    let decoded = self
-                        .decode(work, Arc::new(bytes), chain.cloned())
-                        .await?;
+                    let decoded = self.decode(work, Arc::new(bytes), chain.cloned()).await?;
                     timings.insert("decode_ms".into(), ms(t));
                     let t = Instant::now();
                     out.reference = decoded.for_rerank;

@@ -11,7 +11,7 @@ use crate::{EngineError, Result};
 
 /// An image in a request: a stored id or base64 bytes (JSON), or the bytes of an upload.
 /// URLs are refused: the engine fetches nothing.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageInput {
     /// A stored image.
@@ -22,6 +22,7 @@ pub struct ImageInput {
     pub url: Option<String>,
     /// Bytes of an upload (multipart, CLI file), never from JSON.
     #[serde(skip)]
+    #[schema(ignore)]
     pub bytes: Option<Vec<u8>>,
 }
 
@@ -63,9 +64,9 @@ impl ImageInput {
             (None, Some(b64), None) => base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map(ImageRef::Bytes)
-                .map_err(|e| EngineError::Invalid(format!("image.base64 is not base64: {e}"))),
+                .map_err(|e| EngineError::BadRequest(format!("image.base64 is not base64: {e}"))),
             (None, None, Some(bytes)) => Ok(ImageRef::Bytes(bytes)),
-            _ => Err(EngineError::Invalid(
+            _ => Err(EngineError::BadRequest(
                 "an image needs exactly one of id or base64".into(),
             )),
         }
@@ -85,7 +86,7 @@ fn yes() -> bool {
 }
 
 /// A composed search: a reference image, a modification text, or both.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The reference image.
@@ -107,7 +108,7 @@ pub struct SearchRequest {
 }
 
 /// `rerank` of a search: the top `k` coarse candidates go through `rerankers` in order.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerankStage {
     /// Off: the coarse ranking stands.
@@ -134,7 +135,7 @@ impl Default for RerankStage {
 }
 
 /// One result of a search.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResult {
     /// Gallery id.
     pub id: u64,
@@ -163,11 +164,12 @@ pub struct SearchResult {
     /// URL of the thumbnail on the HTTP API.
     pub thumbnail_url: String,
     /// The image's user metadata.
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
 }
 
 /// A reranker that failed for one request (its stage was skipped).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RerankerFailure {
     /// Its name.
     pub reranker: String,
@@ -176,9 +178,10 @@ pub struct RerankerFailure {
 }
 
 /// The answer to a [`SearchRequest`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     /// The strategy used.
+    #[schema(value_type = String)]
     pub strategy: Strategy,
     /// Best first.
     pub results: Vec<SearchResult>,
@@ -190,7 +193,7 @@ pub struct SearchResponse {
 }
 
 /// An embedding request: exactly one of a text or an image.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
     /// A text.
@@ -200,11 +203,12 @@ pub struct EmbedRequest {
 }
 
 /// An embedding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct EmbedResponse {
     /// L2-normalised.
     pub embedding: Vec<f32>,
-    /// The model that made it.
+    /// The model that made it (`{source, fingerprint, dim}`).
+    #[schema(value_type = Object)]
     pub model: setr_core::ModelIdentity,
 }
 
@@ -218,7 +222,7 @@ pub struct AddRequest {
 }
 
 /// What an add did.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct AddResponse {
     /// The id the image is stored under.
     pub id: u64,
@@ -227,7 +231,7 @@ pub struct AddResponse {
 }
 
 /// TEI/Cohere-style rerank: a query and documents (stored ids or images).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerankRequest {
     /// The composed query.
@@ -239,7 +243,7 @@ pub struct RerankRequest {
 }
 
 /// The query of a [`RerankRequest`].
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerankQueryInput {
     /// The modification text.
@@ -249,7 +253,7 @@ pub struct RerankQueryInput {
 }
 
 /// One document's score, as `/v1/rerank` answers (best first).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RerankScore {
     /// Position of the document in the request.
     pub index: usize,
@@ -261,7 +265,7 @@ pub struct RerankScore {
 }
 
 /// A stored image's record, as clients see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StoredImage {
     /// Its id.
     pub id: u64,
@@ -279,6 +283,7 @@ pub struct StoredImage {
     /// `sha256:<hex>` of its bytes.
     pub content_hash: Option<String>,
     /// User metadata.
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     /// Unix time of the add, seconds.
     pub added_at: i64,

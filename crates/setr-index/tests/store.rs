@@ -335,34 +335,55 @@ fn corrupt_counts_and_ids_are_refused_without_allocating_or_cutting_the_vectors(
 
     // A slot count of 2^60: refused from the vector file's size, not allocated.
     let huge = fresh("huge");
-    sql(&huge, "UPDATE meta SET value = '1152921504606846976' WHERE key = 'next_slot'");
+    sql(
+        &huge,
+        "UPDATE meta SET value = '1152921504606846976' WHERE key = 'next_slot'",
+    );
     corrupt(&huge);
     // One that overflows the byte count of the vector file.
     let overflow = fresh("overflow");
-    sql(&overflow, "UPDATE meta SET value = '18446744073709551615' WHERE key = 'next_slot'");
+    sql(
+        &overflow,
+        "UPDATE meta SET value = '18446744073709551615' WHERE key = 'next_slot'",
+    );
     corrupt(&overflow);
 
     // A slot count too small for the images: refused before the vector file's
     // "uncommitted" tail is cut, so the rows are still there once the count is repaired.
     let small = fresh("small");
     let before = std::fs::metadata(small.join("vectors.f16")).unwrap().len();
-    sql(&small, "UPDATE meta SET value = '1' WHERE key = 'next_slot'");
+    sql(
+        &small,
+        "UPDATE meta SET value = '1' WHERE key = 'next_slot'",
+    );
     corrupt(&small);
-    assert_eq!(std::fs::metadata(small.join("vectors.f16")).unwrap().len(), before);
-    sql(&small, "UPDATE meta SET value = '3' WHERE key = 'next_slot'");
+    assert_eq!(
+        std::fs::metadata(small.join("vectors.f16")).unwrap().len(),
+        before
+    );
+    sql(
+        &small,
+        "UPDATE meta SET value = '3' WHERE key = 'next_slot'",
+    );
     assert_eq!(Store::open(&small).unwrap().len(), 3);
 
     // Ids past i64 (SQLite's integers) or at the tombstone.
     for (name, next_id) in [("id-max", "18446744073709551615"), ("id-zero", "0")] {
         let dir = fresh(name);
-        sql(&dir, &format!("UPDATE meta SET value = '{next_id}' WHERE key = 'next_id'"));
+        sql(
+            &dir,
+            &format!("UPDATE meta SET value = '{next_id}' WHERE key = 'next_id'"),
+        );
         corrupt(&dir);
     }
     // The last usable id: the store opens, and an add past it is refused, not wrapped.
     let last = fresh("last-id");
     sql(
         &last,
-        &format!("UPDATE meta SET value = '{}' WHERE key = 'next_id'", i64::MAX),
+        &format!(
+            "UPDATE meta SET value = '{}' WHERE key = 'next_id'",
+            i64::MAX
+        ),
     );
     let mut store = Store::open(&last).unwrap();
     assert!(matches!(

@@ -282,7 +282,14 @@ mod tests {
 
     /// A PNG from raw chunks: IHDR for `width` x `height` at `depth` bits of `colour`
     /// type, the scanlines `raw` (filter bytes included), and `extra` chunks before IDAT.
-    fn png_chunks(width: u32, height: u32, depth: u8, colour: u8, raw: &[u8], extra: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+    fn png_chunks(
+        width: u32,
+        height: u32,
+        depth: u8,
+        colour: u8,
+        raw: &[u8],
+        extra: &[(&[u8; 4], Vec<u8>)],
+    ) -> Vec<u8> {
         fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
             out.extend_from_slice(&(data.len() as u32).to_be_bytes());
             out.extend_from_slice(kind);
@@ -291,7 +298,11 @@ mod tests {
             for &b in kind.iter().chain(data) {
                 crc ^= u32::from(b);
                 for _ in 0..8 {
-                    crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xedb8_8320
+                    } else {
+                        crc >> 1
+                    };
                 }
             }
             out.extend_from_slice(&(!crc).to_be_bytes());
@@ -363,7 +374,14 @@ mod tests {
         let plain = png_chunks(2, 1, 8, 2, &raw, &[]);
         let mut iccp = b"bomb\0\0".to_vec();
         iccp.extend_from_slice(&flate2_free_zlib(&vec![0u8; 1 << 16]));
-        let bomb = png_chunks(2, 1, 8, 2, &raw, &[(b"iCCP", iccp), (b"zTXt", b"k\0\0xx".to_vec())]);
+        let bomb = png_chunks(
+            2,
+            1,
+            8,
+            2,
+            &raw,
+            &[(b"iCCP", iccp), (b"zTXt", b"k\0\0xx".to_vec())],
+        );
         let limits = DecodeLimits::default();
         assert_eq!(
             decode_image(&bomb, &limits).unwrap(),

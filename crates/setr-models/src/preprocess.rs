@@ -338,7 +338,11 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            image::Rgb([(state >> 40) as u8, (state >> 48) as u8, (state >> 56) as u8])
+            image::Rgb([
+                (state >> 40) as u8,
+                (state >> 48) as u8,
+                (state >> 56) as u8,
+            ])
         })
     }
 
@@ -350,7 +354,11 @@ mod tests {
         let (w, h) = image.dimensions();
         let (short, long) = if w <= h { (w, h) } else { (h, w) };
         let new_long = (f64::from(edge) * f64::from(long) / f64::from(short)) as u32;
-        let (nw, nh) = if w <= h { (edge, new_long) } else { (new_long, edge) };
+        let (nw, nh) = if w <= h {
+            (edge, new_long)
+        } else {
+            (new_long, edge)
+        };
         let whole = resize(image, nw, nh, filter);
         let (cw, ch) = pre.crop.unwrap();
         center_crop_of_resize(&whole, (nw, nh), None, cw, ch)

@@ -39,6 +39,9 @@ pub struct RerankerOptions {
     pub prompt: PromptTemplate,
     /// The answer token strings; each must be a single token.
     pub yes: String,
+    /// Longest modification text, in tokens, refused beyond (attention over the prompt
+    /// grows with the square of its length: a 60 KB text would need gigabytes).
+    pub max_text_tokens: usize,
     /// See `yes`.
     pub no: String,
 }
@@ -53,6 +56,7 @@ impl Default for RerankerOptions {
             prompt: PromptTemplate::default(),
             yes: "Yes".into(),
             no: "No".into(),
+            max_text_tokens: 512,
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct VlmReranker {
     /// modification text holding one is refused, since the prompt is tokenised whole and
     /// the string would act as the token (a prompt injection), not as the text typed.
     specials: Vec<String>,
+    max_text_tokens: usize,
 }
 
 /// Per candidate: P(Yes), and the two logits it came from.
@@ -158,6 +163,7 @@ impl VlmReranker {
             .collect();
         Ok(VlmReranker {
             specials,
+            max_text_tokens: options.max_text_tokens,
             model,
             processor,
             tokenizer,
@@ -225,6 +231,15 @@ impl VlmReranker {
             return Err(ModelError::InvalidInput(
                 "the reranker needs a modification text".into(),
             ));
+        }
+        // Checked on the text alone before the prompt is built: a long text is refused
+        // before any model work.
+        let text_tokens = self.tokens(text, false)?.len();
+        if text_tokens > self.max_text_tokens {
+            return Err(ModelError::InvalidInput(format!(
+                "the modification text is {text_tokens} tokens, over the reranker's limit of {}",
+                self.max_text_tokens
+            )));
         }
         let rendered = render_rerank_prompt(&self.template, &self.prompt, text)?;
         let (reference_out, reference_patches) = self.encode(reference)?;
@@ -334,7 +349,12 @@ impl Reranker for VlmReranker {
         let refs: Vec<Option<&RgbImage>> = images.iter().map(Option::as_ref).collect();
         let never = setr_core::Cancel::never();
         let judged = self
-            .judge_until(&reference, query.text, &refs, query.cancel.unwrap_or(&never))
+            .judge_until(
+                &reference,
+                query.text,
+                &refs,
+                query.cancel.unwrap_or(&never),
+            )
             .map_err(|e| {
                 let kind = match e {
                     ModelError::InvalidInput(_) | ModelError::Tokenizer(_) => {

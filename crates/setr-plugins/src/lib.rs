@@ -2,7 +2,8 @@
 //!
 //! Every check happens before the plugin runs any code of its own beyond its entry point:
 //! the symbol exists, the table's ABI version matches and its size covers the version-1
-//! fields, the name is UTF-8 and unique; then `create` gets the plugin's JSON configuration.
+//! fields, no function pointer is null, the name is UTF-8 and unique; then `create` gets the
+//! plugin's JSON configuration.
 //! A plugin that fails any of it is *refused* with the reason, and the others load. At
 //! search time a plugin's error, panic (caught by the Rust helper), NaN/inf or missing
 //! score fails that reranker for that request only. Libraries are never unloaded:
@@ -16,8 +17,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 use setr_core::{CandidateScore, RerankCandidate, RerankError, RerankQuery, Reranker};
 use setr_plugin_api::{
-    EntryFn, SetrCandidate, SetrImage, SetrQuery, SetrRerankerV1, ABI_VERSION, ENTRY_SYMBOL,
-    SETR_OK,
+    CreateFn, DestroyFn, EntryFn, LastErrorFn, ScoreFn, SetrCandidate, SetrImage, SetrQuery,
+    SetrRerankerV1, ABI_VERSION, ENTRY_SYMBOL, SETR_OK,
 };
 
 /// Why a plugin was refused.
@@ -52,6 +53,9 @@ pub enum PluginError {
     /// Name null, not UTF-8 or empty.
     #[error("invalid plugin name")]
     BadName,
+    /// A function pointer of the table is null.
+    #[error("the table's `{0}` function is null")]
+    NullFunction(&'static str),
     /// Another loaded reranker has this name.
     #[error("duplicate reranker name `{0}`")]
     DuplicateName(String),
@@ -68,10 +72,33 @@ pub struct LoadedPlugin {
     name: String,
     description: String,
     path: PathBuf,
-    table: &'static SetrRerankerV1,
+    /// The table's functions, copied out once checked (the table is immutable static data).
+    score: ScoreFn,
+    last_error: LastErrorFn,
     /// The instance; `score` is never called concurrently on one handle.
     handle: Mutex<usize>,
 }
+
+/// The version-1 table as the host first reads it: the layout of [`SetrRerankerV1`] with
+/// every function pointer nullable, so that a C plugin's NULL is caught before it becomes
+/// a (never-null) Rust `fn` value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawTableV1 {
+    abi_version: u32,
+    struct_size: u32,
+    name: *const c_char,
+    description: *const c_char,
+    create: Option<CreateFn>,
+    score: Option<ScoreFn>,
+    last_error: Option<LastErrorFn>,
+    destroy: Option<DestroyFn>,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<RawTableV1>() == std::mem::size_of::<SetrRerankerV1>()
+        && std::mem::align_of::<RawTableV1>() == std::mem::align_of::<SetrRerankerV1>()
+);
 
 /// What the loader did with one library.
 #[derive(Clone, Debug, Serialize)]
@@ -196,11 +223,37 @@ fn load_one(
         unsafe { library.get(ENTRY_SYMBOL) }.map_err(|_| PluginError::MissingSymbol)?;
     // SAFETY: the entry point takes nothing and returns a pointer.
     let table = unsafe { entry() };
+    // SAFETY: the ABI's contract on the returned table (see `load_table`); the library
+    // is never unloaded.
+    unsafe { load_table(table, path, config, taken) }
+}
+
+/// The loader's checks on a table already in memory, then `create`: what
+/// [`PluginSet::load`] does once the library is open and its entry point has returned
+/// `table`. Public for the fuzzer (`fuzz/fuzz_targets/plugin_table.rs`), not an API.
+///
+/// Checked, in order: not null; ABI version; `struct_size` covers version 1; every
+/// function pointer non-null; name non-null, UTF-8, not blank and not in `taken`. Then
+/// `create` runs with `config` as JSON.
+///
+/// # Safety
+/// `table` is null or points to 8 readable bytes; when those hold [`ABI_VERSION`] and a
+/// `struct_size` of at least `size_of::<SetrRerankerV1>()`, to that many readable bytes
+/// (any alignment). Non-null `name` and `description` are NUL-terminated strings; non-null
+/// function pointers are functions keeping the ABI's contract for as long as the returned
+/// plugin lives.
+#[doc(hidden)]
+pub unsafe fn load_table(
+    table: *const SetrRerankerV1,
+    path: &Path,
+    config: &serde_json::Value,
+    taken: &[String],
+) -> Result<LoadedPlugin, PluginError> {
     if table.is_null() {
         return Err(PluginError::NullTable);
     }
     // Read the two leading u32s before trusting the rest of the table's layout.
-    // SAFETY: every version starts with them.
+    // SAFETY: every version starts with them (caller's contract).
     let (version, size) = unsafe {
         let head = table.cast::<u32>();
         (head.read_unaligned(), head.add(1).read_unaligned())
@@ -218,25 +271,38 @@ fn load_one(
             needed,
         });
     }
-    // SAFETY: version and size checked; the table is static in the never-unloaded library.
-    let table: &'static SetrRerankerV1 = unsafe { &*table };
-    let name = c_str(table.name)
+    // SAFETY: version and size checked, so version 1's fields are readable; read as a copy
+    // with nullable function pointers (no alignment or non-null assumption yet).
+    let raw = unsafe { table.cast::<RawTableV1>().read_unaligned() };
+    let (Some(create), Some(score), Some(last_error)) = (raw.create, raw.score, raw.last_error)
+    else {
+        let which = match (raw.create, raw.score) {
+            (None, _) => "create",
+            (_, None) => "score",
+            _ => "last_error",
+        };
+        return Err(PluginError::NullFunction(which));
+    };
+    if raw.destroy.is_none() {
+        return Err(PluginError::NullFunction("destroy"));
+    }
+    let name = c_str(raw.name)
         .filter(|n| !n.trim().is_empty())
         .ok_or(PluginError::BadName)?;
     if taken.iter().any(|t| t == &name) {
         return Err(PluginError::DuplicateName(name));
     }
-    let description = c_str(table.description).unwrap_or_default();
+    let description = c_str(raw.description).unwrap_or_default();
     let config_text =
         serde_json::to_string(config).map_err(|e| PluginError::Config(e.to_string()))?;
     let config_c =
         CString::new(config_text.clone()).map_err(|e| PluginError::Config(e.to_string()))?;
     let mut handle: *mut c_void = std::ptr::null_mut();
     // SAFETY: valid NUL-terminated config and a writable out pointer.
-    let status = unsafe { (table.create)(config_c.as_ptr(), config_text.len(), &mut handle) };
+    let status = unsafe { create(config_c.as_ptr(), config_text.len(), &mut handle) };
     if status != SETR_OK || handle.is_null() {
         // SAFETY: last_error(NULL) reports the last create failure.
-        let why = c_str(unsafe { (table.last_error)(std::ptr::null_mut()) })
+        let why = c_str(unsafe { last_error(std::ptr::null_mut()) })
             .unwrap_or_else(|| format!("status {status}, no message"));
         return Err(PluginError::Create(why));
     }
@@ -244,7 +310,8 @@ fn load_one(
         name,
         description,
         path: path.to_path_buf(),
-        table,
+        score,
+        last_error,
         handle: Mutex::new(handle as usize),
     })
 }
@@ -283,6 +350,7 @@ impl Reranker for LoadedPlugin {
     ) -> Result<Vec<CandidateScore>, RerankError> {
         let fail = |message: String| RerankError {
             reranker: self.name.clone(),
+            kind: setr_core::RerankErrorKind::Failed,
             message,
         };
         for view in query
@@ -345,7 +413,7 @@ impl Reranker for LoadedPlugin {
         let handle = *handle as *mut c_void;
         // SAFETY: every pointer is valid for the call; `scores` has room for n floats.
         let status = unsafe {
-            (self.table.score)(
+            (self.score)(
                 handle,
                 &c_query,
                 c_candidates.as_ptr(),
@@ -355,7 +423,7 @@ impl Reranker for LoadedPlugin {
         };
         if status != SETR_OK {
             // SAFETY: plugin contract.
-            let why = c_str(unsafe { (self.table.last_error)(handle) })
+            let why = c_str(unsafe { (self.last_error)(handle) })
                 .unwrap_or_else(|| format!("status {status}, no message"));
             return Err(fail(why));
         }
@@ -370,6 +438,6 @@ impl Reranker for LoadedPlugin {
     }
 }
 
-// SAFETY: the handle is only used under its mutex; the table is immutable static data.
+// SAFETY: the handle is only used under its mutex; the functions are plain code pointers.
 unsafe impl Send for LoadedPlugin {}
 unsafe impl Sync for LoadedPlugin {}

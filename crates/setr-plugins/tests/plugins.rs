@@ -239,11 +239,10 @@ fn a_table_with_a_null_function_is_refused_before_anything_is_called() {
     // The C header cannot stop a plugin from leaving a slot NULL; calling it (or holding
     // it as a Rust `fn`) would crash the host.
     let null_table = |slot: &str| {
-        c_table("SETR_ABI_VERSION", "sizeof(SetrRerankerV1)", "nulls", "")
-            .replace(
-                "\"test\", create, score, last_error, destroy",
-                &format!("\"test\", {slot}"),
-            )
+        c_table("SETR_ABI_VERSION", "sizeof(SetrRerankerV1)", "nulls", "").replace(
+            "\"test\", create, score, last_error, destroy",
+            &format!("\"test\", {slot}"),
+        )
     };
     let plugins: Vec<_> = [
         ("null_create", "NULL, score, last_error, destroy"),
@@ -254,14 +253,20 @@ fn a_table_with_a_null_function_is_refused_before_anything_is_called() {
     .iter()
     .map(|(name, slots)| {
         // Unused functions would fail -Werror.
-        let source = format!("#pragma GCC diagnostic ignored \"-Wunused-function\"\n{}", null_table(slots));
+        let source = format!(
+            "#pragma GCC diagnostic ignored \"-Wunused-function\"\n{}",
+            null_table(slots)
+        );
         (c_plugin(tmp.path(), name, &source), json!({}))
     })
     .collect();
     let set = PluginSet::load(&plugins, &[]);
     assert!(set.loaded.is_empty());
     let why = refused_why(&set);
-    for (i, f) in ["create", "score", "last_error", "destroy"].iter().enumerate() {
+    for (i, f) in ["create", "score", "last_error", "destroy"]
+        .iter()
+        .enumerate()
+    {
         assert!(
             why[i].contains(&format!("`{f}` function is null")),
             "{why:?}"

@@ -2,7 +2,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 /// What went wrong, by kind; the kind decides the status.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +83,43 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(json!({ "error": self.to_string(), "type": self.kind() }))
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: bounded(self.to_string()),
+            kind: self.kind().to_owned(),
+        })
     }
+}
+
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people (at most about 1 KB).
+    pub error: String,
+    /// What went wrong, for programs: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `payload_too_large`, `unsupported_image`, `validation`,
+    /// `overloaded`, `unavailable`, `timeout`, `internal`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Longest error message sent, in bytes: messages may quote the request (an unknown field,
+/// a bad strategy), and a 15 MB field must not come back as a 15 MB error.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, cut at a character boundary to [`MAX_MESSAGE_BYTES`] with a note of what was
+/// cut.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let total = message.len();
+    let mut cut = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("... ({total} bytes in all)"));
+    message
 }
 
 /// The one map from the engine's error kinds to the API's.
@@ -95,6 +128,7 @@ impl From<setr_engine::EngineError> for ApiError {
         use setr_engine::EngineError as E;
         let message = e.to_string();
         match e {
+            E::BadRequest(_) => ApiError::BadRequest(message),
             E::Invalid(_) => ApiError::Validation(message),
             E::NotFound(_) => ApiError::NotFound(message),
             E::UnsupportedImage(_) => ApiError::UnsupportedImage(message),
@@ -106,5 +140,19 @@ impl From<setr_engine::EngineError> for ApiError {
             // A kind added to the engine later answers 500 until mapped here.
             _ => ApiError::Internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(2000);
+        let cut = bounded(long.clone());
+        assert!(cut.len() < MAX_MESSAGE_BYTES + 40, "{}", cut.len());
+        assert!(cut.ends_with("(4000 bytes in all)"));
+        assert_eq!(bounded("short".into()), "short");
     }
 }

@@ -18,7 +18,7 @@ use actix_web::{web, App, HttpServer};
 use serde::{Deserialize, Serialize};
 use setr_engine::{Engine, EngineOptions, IndexJob, Limits};
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use roots::resolve_in_roots;
 pub use routes::{auth, configure, count, OPENAPI};
 

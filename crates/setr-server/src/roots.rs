@@ -40,7 +40,6 @@ pub fn resolve_in_roots(requested: &Path, roots: &[PathBuf]) -> Result<PathBuf, 
     Ok(resolved)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +99,4 @@ mod tests {
             Err(ApiError::Forbidden(_))
         ));
     }
-
 }

@@ -53,14 +53,15 @@ fn b64(path: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn call(
-    app: &impl actix_web::dev::Service<
+async fn call<S, B>(app: &S, req: test::TestRequest) -> (u16, Value)
+where
+    S: actix_web::dev::Service<
         actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
+        Response = actix_web::dev::ServiceResponse<B>,
         Error = actix_web::Error,
     >,
-    req: test::TestRequest,
-) -> (u16, Value) {
+    B: actix_web::body::MessageBody,
+{
     let res = test::call_service(app, req.to_request()).await;
     let status = res.status().as_u16();
     let body = test::read_body(res).await;
@@ -98,7 +99,11 @@ async fn a_text_over_the_limit_is_413_before_tokenising() {
         .uri("/v1/search")
         .set_json(json!({ "text": "x".repeat(101) }));
     let (status, body) = call(&app, req).await;
-    assert_eq!((status, body["type"].as_str()), (413, Some("payload_too_large")), "{body}");
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
     let req = test::TestRequest::post()
         .uri("/v1/embed")
         .set_json(json!({ "text": "x".repeat(101) }));
@@ -133,7 +138,11 @@ async fn two_image_parts_are_refused_and_nothing_is_stored() {
         ))
         .set_payload(body);
     let (status, body) = call(&app, req).await;
-    assert_eq!((status, body["type"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
     assert_eq!(engine.gallery().len(), 0);
 }
 
@@ -153,7 +162,10 @@ async fn results_name_files_without_the_servers_paths() {
     assert_eq!(status, 200, "{found}");
     let top = &found["results"][0];
     assert!(top.get("source_path").is_none(), "{top}");
-    assert!(top["file_name"].as_str().is_some_and(|n| !n.contains('/')), "{top}");
+    assert!(
+        top["file_name"].as_str().is_some_and(|n| !n.contains('/')),
+        "{top}"
+    );
     assert_eq!(
         top["thumbnail_url"],
         json!(format!("/v1/images/{}/thumbnail", added["id"]))
@@ -172,7 +184,11 @@ async fn k_outside_its_range_is_422() {
             .uri("/v1/search")
             .set_json(json!({ "text": "a red circle", "k": k }));
         let (status, body) = call(&app, req).await;
-        assert_eq!((status, body["type"].as_str()), (422, Some("validation")), "k={k}");
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (422, Some("validation")),
+            "k={k}"
+        );
     }
 }
 
@@ -192,7 +208,12 @@ async fn a_reranker_that_needs_a_reference_is_refused_before_any_document_is_dec
     .load()
     .unwrap();
     let config = ServerConfig::default();
-    let engine = Engine::new(store, Some(Arc::new(encoder)), rerankers, config.engine_options());
+    let engine = Engine::new(
+        store,
+        Some(Arc::new(encoder)),
+        rerankers,
+        config.engine_options(),
+    );
     let app = app!(web::Data::new(AppState::new(engine.unwrap(), config)));
     // Documents that are not images: decoding them first would answer 415.
     let req = test::TestRequest::post().uri("/v1/rerank").set_json(json!({
@@ -200,5 +221,9 @@ async fn a_reranker_that_needs_a_reference_is_refused_before_any_document_is_dec
         "documents": [{ "base64": "aGVsbG8=" }, { "base64": "aGVsbG8=" }],
     }));
     let (status, body) = call(&app, req).await;
-    assert_eq!((status, body["type"].as_str()), (422, Some("validation")), "{body}");
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (422, Some("validation")),
+        "{body}"
+    );
 }

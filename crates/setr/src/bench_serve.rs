@@ -381,7 +381,13 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
     let mut sustained = None;
     outln!(
         "{:<22} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
-        "phase", "target", "achieved", "errors", "p50 ms", "p99 ms", "max ms"
+        "phase",
+        "target",
+        "achieved",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "max ms"
     );
     let print = |p: &Phase, name: &str, target: &str| -> Result<()> {
         outln!(

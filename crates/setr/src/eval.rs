@@ -242,7 +242,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 } else {
                     *strategy
                 };
-                all.push(store.read().search(&[q], s, depth)?.pop().unwrap_or_default());
+                all.push(
+                    store
+                        .read()
+                        .search(&[q], s, depth)?
+                        .pop()
+                        .unwrap_or_default(),
+                );
             }
             let ms = started.elapsed().as_secs_f64() * 1e3;
             if *strategy == args.rerank_base {

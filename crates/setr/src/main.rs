@@ -288,6 +288,9 @@ fn search(args: SearchArgs) -> Result<()> {
     } else {
         None
     };
+    if args.rerank.active() && args.text.is_none() {
+        bail!("reranking needs a modification text (--text)");
+    }
     let rerankers = if args.rerank.active() {
         args.rerank.load()?
     } else {
@@ -315,12 +318,15 @@ fn search(args: SearchArgs) -> Result<()> {
         text_embedding,
         strategy: Some(args.strategy.to_string()),
         k: args.k.max(1),
-        rerank: args.rerank.active().then(|| setr_engine::types::RerankStage {
-            k: args.rerank.rerank_k,
-            rerankers: Some(args.rerank.names()),
-            weight: args.rerank.rerank_weight,
-            ..Default::default()
-        }),
+        rerank: args
+            .rerank
+            .active()
+            .then(|| setr_engine::types::RerankStage {
+                k: args.rerank.rerank_k,
+                rerankers: Some(args.rerank.names()),
+                weight: args.rerank.rerank_weight,
+                ..Default::default()
+            }),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -133,9 +133,11 @@ impl RerankArgs {
         let precision: Precision = self.reranker_precision.parse()?;
         let config = RerankerConfig {
             model: if wants_vlm {
-                Some(self.reranker_model.clone().context(
-                    "the qwen3-vl reranker needs --reranker-model <dir|hub id>",
-                )?)
+                Some(
+                    self.reranker_model
+                        .clone()
+                        .context("the qwen3-vl reranker needs --reranker-model <dir|hub id>")?,
+                )
             } else {
                 None
             },
@@ -149,7 +151,10 @@ impl RerankArgs {
             plugins: self.plugins.plugins.clone(),
             plugin_configs: self.plugins.configs()?,
         }
-        .with_prompt(self.rerank_instruction.clone(), self.rerank_question.clone());
+        .with_prompt(
+            self.rerank_instruction.clone(),
+            self.rerank_question.clone(),
+        );
         let mut loaded = config.load()?;
         let mut chain: Vec<std::sync::Arc<dyn Reranker>> = Vec::with_capacity(names.len());
         for name in &names {

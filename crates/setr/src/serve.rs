@@ -174,7 +174,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .clone()
         .or(file.store.clone())
         .unwrap_or_else(setr_server::default_store_dir);
-    let model = args.model.clone().or(file.model.clone()).filter(|m| m != "none");
+    let model = args
+        .model
+        .clone()
+        .or(file.model.clone())
+        .filter(|m| m != "none");
     tracing::info!(?store_dir, ?model, listen = %server.listen, auth = server.api_key.is_some(), "starting");
     let encoder = match &model {
         Some(m) => Some(encoder_args(m, &args, &file, &server).load(None)?),
@@ -243,7 +247,12 @@ fn apply_flags(server: &mut ServerConfig, args: &ServeArgs) {
 }
 
 /// The encoder's options from the flags, the file and the server settings.
-fn encoder_args(model: &str, args: &ServeArgs, file: &FileConfig, server: &ServerConfig) -> ModelArgs {
+fn encoder_args(
+    model: &str,
+    args: &ServeArgs,
+    file: &FileConfig,
+    server: &ServerConfig,
+) -> ModelArgs {
     ModelArgs {
         model: Some(model.to_owned()),
         precision: args

@@ -304,7 +304,12 @@ fn rerank_reorders_candidates_and_flags_unreadable_ones() {
         .filter_map(|r| r["rerank_score"].as_f64())
         .collect();
     assert!(scored.windows(2).all(|w| w[0] >= w[1]), "{scored:?}");
-    for stage in ["encode_ms", "coarse_ms", "rerank_ms"] {
+    for stage in [
+        "encode_image_ms",
+        "encode_text_ms",
+        "search_ms",
+        "rerank_ms",
+    ] {
         assert!(
             out["timings"][stage].is_number(),
             "{stage} missing: {}",

@@ -6,20 +6,35 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::json;
-use setr_engine::types::{AddRequest, AddResponse};
+use setr_engine::types::{AddRequest, AddResponse, StoredImage};
 
 use super::{form_fields, run, shown, Data};
-use crate::ApiError;
+use crate::{ApiError, ErrorBody};
 
-#[derive(Deserialize)]
+/// An upload as JSON.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddBody {
+    /// The encoded image, base64.
     base64: String,
+    /// A JSON object stored with the image.
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: serde_json::Value,
 }
 
+/// A page of the gallery.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ImageList {
+    images: Vec<StoredImage>,
+    /// Images in the gallery.
+    total: usize,
+}
+
+#[utoipa::path(post, path = "/v1/images", tag = "images",
+    description = "Adds an image. Also accepts multipart/form-data: one file field `image` and optional `metadata` (a JSON object); a second `image` part is refused.",
+    request_body = AddBody,
+    responses((status = 201, description = "Stored", body = AddResponse), (status = 200, description = "The same bytes were already stored", body = AddResponse), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Over a size limit", body = ErrorBody), (status = 415, description = "Not an image setr decodes", body = ErrorBody), (status = 422, description = "Unusable request", body = ErrorBody), (status = 429, description = "Too many requests in flight", body = ErrorBody), (status = 503, description = "Past the request timeout, or not configured", body = ErrorBody)))]
 pub async fn add(state: Data, body: web::Json<AddBody>) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let bytes = base64::engine::general_purpose::STANDARD
@@ -59,7 +74,11 @@ async fn added(
     metadata: serde_json::Value,
 ) -> Result<HttpResponse, ApiError> {
     let req = AddRequest { bytes, metadata };
-    let out: AddResponse = run(state, |engine, work| async move { engine.add(&work, req).await }).await?;
+    let out: AddResponse = run(
+        state,
+        |engine, work| async move { engine.add(&work, req).await },
+    )
+    .await?;
     let status = if out.duplicate {
         StatusCode::OK
     } else {
@@ -68,11 +87,15 @@ async fn added(
     Ok(HttpResponse::build(status).json(out))
 }
 
-#[derive(Deserialize)]
+/// Which page of the gallery.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Images skipped (id order).
     #[serde(default)]
     offset: usize,
+    /// Images returned (at most 1000).
     #[serde(default = "default_limit")]
     limit: usize,
 }
@@ -81,28 +104,47 @@ fn default_limit() -> usize {
     100
 }
 
+#[utoipa::path(get, path = "/v1/images", tag = "images", params(Page),
+    responses((status = 200, description = "`{images, total}`", body = ImageList), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Over a size limit", body = ErrorBody), (status = 415, description = "Not an image setr decodes", body = ErrorBody), (status = 422, description = "Unusable request", body = ErrorBody), (status = 429, description = "Too many requests in flight", body = ErrorBody), (status = 503, description = "Past the request timeout, or not configured", body = ErrorBody)))]
 pub async fn list(state: Data, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
     let Page { offset, limit } = page.into_inner();
-    let (images, total) =
-        run(&state, |engine, work| async move { engine.list(&work, offset, limit).await }).await?;
-    Ok(HttpResponse::Ok().json(json!({ "images": images, "total": total })))
+    let (images, total) = run(&state, |engine, work| async move {
+        engine.list(&work, offset, limit).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(ImageList { images, total }))
 }
 
+#[utoipa::path(get, path = "/v1/images/{id}", tag = "images", params(("id" = u64, Path, description = "Image id")),
+    responses((status = 200, description = "The record", body = StoredImage), (status = 404, description = "No such image", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Over a size limit", body = ErrorBody), (status = 415, description = "Not an image setr decodes", body = ErrorBody), (status = 422, description = "Unusable request", body = ErrorBody), (status = 429, description = "Too many requests in flight", body = ErrorBody), (status = 503, description = "Past the request timeout, or not configured", body = ErrorBody)))]
 pub async fn get(state: Data, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let record = run(&state, |engine, work| async move { engine.image(&work, id).await }).await?;
+    let record = run(&state, |engine, work| async move {
+        engine.image(&work, id).await
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(record))
 }
 
+#[utoipa::path(delete, path = "/v1/images/{id}", tag = "images", params(("id" = u64, Path, description = "Image id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such image", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Over a size limit", body = ErrorBody), (status = 415, description = "Not an image setr decodes", body = ErrorBody), (status = 422, description = "Unusable request", body = ErrorBody), (status = 429, description = "Too many requests in flight", body = ErrorBody), (status = 503, description = "Past the request timeout, or not configured", body = ErrorBody)))]
 pub async fn delete(state: Data, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    run(&state, |engine, work| async move { engine.delete(&work, id).await }).await?;
+    run(&state, |engine, work| async move {
+        engine.delete(&work, id).await
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// A PNG thumbnail (longest side 160 px) of a stored image's file.
+#[utoipa::path(get, path = "/v1/images/{id}/thumbnail", tag = "images", params(("id" = u64, Path, description = "Image id")),
+    responses((status = 200, description = "PNG", content_type = "image/png"), (status = 404, description = "No such image or file", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Over a size limit", body = ErrorBody), (status = 415, description = "Not an image setr decodes", body = ErrorBody), (status = 422, description = "Unusable request", body = ErrorBody), (status = 429, description = "Too many requests in flight", body = ErrorBody), (status = 503, description = "Past the request timeout, or not configured", body = ErrorBody)))]
 pub async fn thumbnail(state: Data, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let png = run(&state, |engine, work| async move { engine.thumbnail(&work, id).await }).await?;
+    let png = run(&state, |engine, work| async move {
+        engine.thumbnail(&work, id).await
+    })
+    .await?;
     Ok(HttpResponse::Ok().content_type("image/png").body(png))
 }

@@ -4,8 +4,10 @@
 
 use std::time::Instant;
 
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::guard::{self, GuardContext};
+use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponseBuilder};
 
 use crate::{ApiError, AppState, ServerConfig};
@@ -57,19 +59,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &ServerConfig) {
         .route("/v1/embed", web::post().to(rerank::embed))
         .route("/v1/rerankers", web::get().to(rerank::rerankers))
         .route("/v1/rerank", web::post().to(rerank::rerank))
-        .route("/v1/images", web::post().guard(multipart()).to(images::add_form))
+        .route(
+            "/v1/images",
+            web::post().guard(multipart()).to(images::add_form),
+        )
         .route("/v1/images", web::post().to(images::add))
         .route("/v1/images", web::get().to(images::list))
         .route("/v1/images/{id}", web::get().to(images::get))
         .route("/v1/images/{id}", web::delete().to(images::delete))
-        .route("/v1/images/{id}/thumbnail", web::get().to(images::thumbnail))
+        .route(
+            "/v1/images/{id}/thumbnail",
+            web::get().to(images::thumbnail),
+        )
         .route("/v1/index", web::post().to(index::start))
         .route("/v1/index/{id}", web::get().to(index::status))
         .route("/", web::get().to(docs::page))
         .route("/docs/openapi.json", web::get().to(docs::openapi))
         .route("/docs", web::get().to(docs::swagger_page))
         .route("/docs/", web::get().to(docs::swagger_page))
-        .route("/docs/swagger-ui-bundle.js", web::get().to(docs::swagger_js))
+        .route(
+            "/docs/swagger-ui-bundle.js",
+            web::get().to(docs::swagger_js),
+        )
         .route("/docs/swagger-ui.css", web::get().to(docs::swagger_css));
 }
 
@@ -107,24 +118,28 @@ fn is_public(path: &str) -> bool {
     matches!(path, "/" | "/health" | "/ready" | "/metrics") || path.starts_with("/docs")
 }
 
-/// Bearer-token auth as middleware: an unauthenticated request is refused before its body
-/// is read or parsed, and before it takes an in-flight permit.
+/// Bearer-token auth as middleware: an unauthenticated request is answered 401 before its
+/// body is read or parsed, and before it takes an in-flight permit.
 pub fn auth<S, B>(
     req: ServiceRequest,
     srv: &S,
-) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+) -> impl std::future::Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
 {
     let allowed = is_public(req.path())
         || req
             .app_data::<Data>()
             .is_some_and(|state| key_matches(req.request(), &state.config));
-    let fut = allowed.then(|| srv.call(req));
+    let outcome = if allowed { Ok(srv.call(req)) } else { Err(req) };
     async move {
-        match fut {
-            Some(fut) => fut.await,
-            None => Err(ApiError::Unauthorized.into()),
+        match outcome {
+            Ok(fut) => fut.await.map(ServiceResponse::map_into_left_body),
+            Err(req) => {
+                let refused = ApiError::Unauthorized.error_response();
+                Ok(req.into_response(refused).map_into_right_body())
+            }
         }
     }
 }
@@ -163,6 +178,26 @@ fn is_multipart(ctx: &GuardContext<'_>) -> bool {
 /// Most parts a form may have: every route's form has a handful of distinct fields.
 const MAX_FORM_PARTS: usize = 16;
 
+/// Longest pause while a form arrives. actix-multipart 0.7 waits forever for a closing
+/// boundary that a complete body lacks (actix-web issue 3202); no progress for this long
+/// ends the request with 400 instead of holding its connection.
+const FORM_IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The next item of a form stream, or a 400 when none comes within [`FORM_IDLE`].
+async fn next_within<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+) -> Result<Option<S::Item>, ApiError> {
+    use futures_util::StreamExt;
+    actix_web::rt::time::timeout(FORM_IDLE, stream.next())
+        .await
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "the multipart body stalled for {} s (no closing boundary?)",
+                FORM_IDLE.as_secs()
+            ))
+        })
+}
+
 /// The fields of a multipart/form-data body as `(name, bytes)`, the whole body bounded by
 /// the configured limit. A field given twice is refused (one image per upload: several
 /// `image` parts are never silently reduced to one), and so is a form of more than
@@ -171,13 +206,12 @@ async fn form_fields(
     mut payload: actix_multipart::Multipart,
     limit: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-    use futures_util::StreamExt;
     let bad = |e: actix_multipart::MultipartError| {
         ApiError::BadRequest(format!("invalid multipart body: {e}"))
     };
     let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
     let mut total = 0usize;
-    while let Some(field) = payload.next().await {
+    while let Some(field) = next_within(&mut payload).await? {
         let mut field = field.map_err(bad)?;
         if fields.len() == MAX_FORM_PARTS {
             return Err(ApiError::BadRequest(format!(
@@ -193,7 +227,7 @@ async fn form_fields(
             )));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = field.next().await {
+        while let Some(chunk) = next_within(&mut field).await? {
             let chunk = chunk.map_err(bad)?;
             total += chunk.len();
             if total > limit {

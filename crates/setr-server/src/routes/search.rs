@@ -3,14 +3,21 @@
 use actix_multipart::Multipart;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
-use setr_engine::types::{ImageInput, SearchRequest};
+use setr_engine::types::{ImageInput, SearchRequest, SearchResponse};
 
 use super::{form_fields, form_text, run, shown, timed, Data};
-use crate::ApiError;
+use crate::{ApiError, ErrorBody};
 
+#[utoipa::path(post, path = "/v1/search", tag = "search",
+    description = "Composed search. Also accepts multipart/form-data: a file field `image` (or `image_id`), `text`, `strategy`, `k`, and `rerank` (`true`, or the JSON object).",
+    request_body = SearchRequest,
+    responses((status = 200, description = "Results, best first", body = SearchResponse), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or wrong API key", body = ErrorBody), (status = 413, description = "Over a size limit", body = ErrorBody), (status = 415, description = "Not an image setr decodes", body = ErrorBody), (status = 422, description = "Unusable request", body = ErrorBody), (status = 429, description = "Too many requests in flight", body = ErrorBody), (status = 503, description = "Past the request timeout, or not configured", body = ErrorBody)))]
 pub async fn search(state: Data, body: web::Json<SearchRequest>) -> Result<HttpResponse, ApiError> {
     let req = body.into_inner();
-    let response = run(&state, |engine, work| async move { engine.search(&work, req).await }).await?;
+    let response = run(&state, |engine, work| async move {
+        engine.search(&work, req).await
+    })
+    .await?;
     Ok(timed(HttpResponse::Ok(), &response.timings).json(response))
 }
 
@@ -19,7 +26,10 @@ pub async fn search(state: Data, body: web::Json<SearchRequest>) -> Result<HttpR
 pub async fn search_form(state: Data, payload: Multipart) -> Result<HttpResponse, ApiError> {
     let fields = form_fields(payload, state.config.max_body_bytes).await?;
     let req = parse_form(fields)?;
-    let response = run(&state, |engine, work| async move { engine.search(&work, req).await }).await?;
+    let response = run(&state, |engine, work| async move {
+        engine.search(&work, req).await
+    })
+    .await?;
     Ok(timed(HttpResponse::Ok(), &response.timings).json(response))
 }
 
@@ -59,7 +69,11 @@ fn parse_form(fields: Vec<(String, Vec<u8>)>) -> Result<SearchRequest, ApiError>
                 )))
             }
         };
-        let key = if name == "image_id" { "image".into() } else { name };
+        let key = if name == "image_id" {
+            "image".into()
+        } else {
+            name
+        };
         body.insert(key, value);
     }
     let mut req: SearchRequest = serde_json::from_value(serde_json::Value::Object(body))
