@@ -4,7 +4,7 @@
 //! strategy. The CPU scan reads the gallery once per batch, so a batch of 64 costs far
 //! less than 64 scans; the CUDA backend needs batches to be fast at all.
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,10 +89,9 @@ fn run(
             let next = if max_wait.is_zero() {
                 receiver.try_recv().ok()
             } else {
-                match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(job) => Some(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                receiver
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok()
             };
             match next {
                 Some(job) => jobs.push(job),

@@ -227,3 +227,22 @@ async fn a_reranker_that_needs_a_reference_is_refused_before_any_document_is_dec
         "{body}"
     );
 }
+
+#[actix_web::test]
+async fn a_multipart_body_with_a_one_letter_boundary_is_400_not_a_panic() {
+    // actix-multipart 0.7.2 panics on this body (found by fuzz/request_json).
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app!(state(tmp.path(), ServerConfig::default()));
+    for uri in ["/v1/search", "/v1/images"] {
+        let req = test::TestRequest::post()
+            .uri(uri)
+            .insert_header(("content-type", "multipart/form-data; boundary=a"))
+            .set_payload("\n");
+        let (status, body) = call(&app, req).await;
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (400, Some("bad_request")),
+            "{uri}: {body}"
+        );
+    }
+}
