@@ -173,14 +173,8 @@ impl RerankerConfig {
         self
     }
 
-    /// Loads the VLM (an error when it fails: it was asked for) and every plugin that
-    /// passes the checks (a refusal is recorded, never fatal).
-    pub fn load(&self) -> Result<Rerankers> {
-        let mut list: Vec<Arc<dyn Reranker>> = Vec::new();
-        if let Some(model) = self.model.as_deref().filter(|m| *m != "none") {
-            let vlm = VlmReranker::load(model, &self.options).map_err(load_error(model))?;
-            list.push(Arc::new(vlm));
-        }
+    /// Every plugin library with its configuration: the directory's, then the listed ones.
+    pub fn plugin_libraries(&self) -> Result<Vec<(PathBuf, serde_json::Value)>> {
         let mut libraries = match &self.plugin_dir {
             Some(dir) => PluginSet::libraries_in(dir, &self.plugin_configs).map_err(|e| {
                 EngineError::Invalid(format!("reading plugin directory {}: {e}", dir.display()))
@@ -199,7 +193,18 @@ impl RerankerConfig {
                 .unwrap_or_else(|| serde_json::json!({}));
             libraries.push((path.clone(), config));
         }
-        let plugins = PluginSet::load(&libraries, &[VLM]);
+        Ok(libraries)
+    }
+
+    /// Loads the VLM (an error when it fails: it was asked for) and every plugin that
+    /// passes the checks (a refusal is recorded, never fatal).
+    pub fn load(&self) -> Result<Rerankers> {
+        let mut list: Vec<Arc<dyn Reranker>> = Vec::new();
+        if let Some(model) = self.model.as_deref().filter(|m| *m != "none") {
+            let vlm = VlmReranker::load(model, &self.options).map_err(load_error(model))?;
+            list.push(Arc::new(vlm));
+        }
+        let plugins = PluginSet::load(&self.plugin_libraries()?, &[VLM]);
         let refused = plugins
             .refused
             .iter()

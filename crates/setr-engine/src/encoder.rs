@@ -3,9 +3,9 @@
 //! answered through oneshot channels; a job whose caller has gone (timed out) is skipped.
 //! No async runtime thread ever runs a model.
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use setr_models::ImageTextEncoder;
 use tokio::sync::oneshot;
@@ -75,15 +75,8 @@ impl EncoderHandle {
 
     async fn submit(&self, input: Input) -> Result<Vec<f32>, EngineError> {
         let (reply, answer) = oneshot::channel();
-        match self.sender.try_send(Job { input, reply }) {
-            Ok(()) => self.metrics.encoder_queue(1),
-            Err(TrySendError::Full(_)) => {
-                return Err(EngineError::Overloaded("the encoder queue is full".into()))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(EngineError::Unavailable("the encoder stopped".into()))
-            }
-        }
+        crate::batch::enqueue(&self.sender, Job { input, reply }, "encoder")?;
+        self.metrics.encoder_queue(1);
         answer
             .await
             .map_err(|_| EngineError::Model("the encoder dropped a request".into()))?
@@ -109,16 +102,7 @@ fn run(
     metrics: &Metrics,
 ) {
     while let Ok(first) = receiver.recv() {
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + max_wait;
-        while jobs.len() < max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match receiver.recv_timeout(left) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+        let mut jobs = crate::batch::gather(receiver, first, max_batch, max_wait);
         metrics.encoder_queue(-(jobs.len() as i64));
         // Requests whose client went away are skipped.
         jobs.retain(|j| !j.reply.is_closed());

@@ -94,6 +94,26 @@ pub struct IndexReport {
     pub seconds: f64,
 }
 
+impl IndexReport {
+    /// The report without the per-file ids: what progress callbacks keep after every batch
+    /// (copying the ids each time would cost the square of the file count).
+    pub fn summary(&self) -> IndexReport {
+        IndexReport {
+            state: self.state,
+            dir: self.dir.clone(),
+            files: self.files,
+            processed: self.processed,
+            added: self.added,
+            duplicates: self.duplicates,
+            symlinks_skipped: self.symlinks_skipped,
+            unreadable: self.unreadable.clone(),
+            ids: Vec::new(),
+            error: self.error.clone(),
+            seconds: self.seconds,
+        }
+    }
+}
+
 /// A file read, hashed, decoded and preprocessed for the encoder (or why not). The
 /// full-size pixels are dropped as soon as they are preprocessed, so a batch holds
 /// `3 * S * S` floats per file, never its decoded image.
@@ -240,13 +260,7 @@ impl crate::Engine {
                 *slot = r;
             }
         };
-        let result = self.index_files(dir, &|r| {
-            set(IndexReport {
-                dir: dir.to_path_buf(),
-                ids: Vec::new(),
-                ..r.clone()
-            })
-        });
+        let result = self.index_files(dir, &|r| set(r.summary()));
         match result {
             Ok(mut report) => {
                 tracing::info!(job = job.id, dir = %dir.display(), added = report.added, "index job done");
@@ -277,11 +291,10 @@ impl crate::Engine {
         let batch = self.options().encoder_batch.max(1) * 4;
         let limits = self.options().limits.decode();
         let with_dir = |r: &IndexReport| {
-            progress(&IndexReport {
-                dir: dir.to_path_buf(),
-                symlinks_skipped: symlinks,
-                ..r.clone()
-            })
+            let mut summary = r.summary();
+            summary.dir = dir.to_path_buf();
+            summary.symlinks_skipped = symlinks;
+            progress(&summary)
         };
         let mut report = add_files(self.gallery(), encoder, &files, batch, &limits, &with_dir)?;
         report.dir = dir.to_path_buf();

@@ -20,6 +20,7 @@
 //! | [`Metrics`] (`metrics.rs`) | the Prometheus registry every part reports to |
 #![deny(missing_docs)]
 
+mod batch;
 pub mod config;
 mod encoder;
 mod engine;

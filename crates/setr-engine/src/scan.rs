@@ -4,20 +4,22 @@
 //! strategy. The CPU scan reads the gallery once per batch, so a batch of 64 costs far
 //! less than 64 scans; the CUDA backend needs batches to be fast at all.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use setr_core::{ComposedQuery, Hit, Strategy};
 use tokio::sync::oneshot;
 
 use crate::{EngineError, Gallery, Metrics, Result};
 
+type Reply = oneshot::Sender<Result<Vec<Hit>>>;
+
 struct Job {
     query: ComposedQuery,
     strategy: Strategy,
     k: usize,
-    reply: oneshot::Sender<Result<Vec<Hit>>>,
+    reply: Reply,
 }
 
 /// A handle to the scan thread (cheap to clone).
@@ -60,15 +62,7 @@ impl ScanBatcher {
             k,
             reply,
         };
-        match self.sender.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(EngineError::Overloaded("the scan queue is full".into()))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(EngineError::Unavailable("the scan thread stopped".into()))
-            }
-        }
+        crate::batch::enqueue(&self.sender, job, "scan")?;
         answer
             .await
             .map_err(|_| EngineError::Storage("the scan thread dropped a search".into()))?
@@ -83,21 +77,7 @@ fn run(
     metrics: &Metrics,
 ) {
     while let Ok(first) = receiver.recv() {
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + max_wait;
-        while jobs.len() < max_batch {
-            let next = if max_wait.is_zero() {
-                receiver.try_recv().ok()
-            } else {
-                receiver
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .ok()
-            };
-            match next {
-                Some(job) => jobs.push(job),
-                None => break,
-            }
-        }
+        let mut jobs = crate::batch::gather(receiver, first, max_batch, max_wait);
         // Searches whose request has gone (timed out) are not run.
         jobs.retain(|j| !j.reply.is_closed());
         for group in by_strategy(jobs) {
@@ -132,26 +112,27 @@ fn scan(gallery: &Gallery, jobs: Vec<Job>) {
         }
         return;
     }
-    let queries: Vec<ComposedQuery> = jobs.iter().map(|j| j.query.clone()).collect();
+    let (queries, jobs): (Vec<ComposedQuery>, Vec<(usize, Reply)>) =
+        jobs.into_iter().map(|j| (j.query, (j.k, j.reply))).unzip();
     match store.search(&queries, strategy, k) {
         Ok(lists) => {
-            for (job, mut hits) in jobs.into_iter().zip(lists) {
-                hits.truncate(job.k);
-                let _ = job.reply.send(Ok(hits));
+            for ((k, reply), mut hits) in jobs.into_iter().zip(lists) {
+                hits.truncate(k);
+                let _ = reply.send(Ok(hits));
             }
         }
         Err(_) if jobs.len() > 1 => {
-            for job in jobs {
+            for (query, (k, reply)) in queries.iter().zip(jobs) {
                 let one = store
-                    .search(std::slice::from_ref(&job.query), strategy, job.k.min(k))
+                    .search(std::slice::from_ref(query), strategy, k.min(store.len()))
                     .map(|mut lists| lists.pop().unwrap_or_default())
                     .map_err(EngineError::from);
-                let _ = job.reply.send(one);
+                let _ = reply.send(one);
             }
         }
         Err(e) => {
-            if let Some(job) = jobs.into_iter().next() {
-                let _ = job.reply.send(Err(e.into()));
+            if let Some((_, reply)) = jobs.into_iter().next() {
+                let _ = reply.send(Err(e.into()));
             }
         }
     }

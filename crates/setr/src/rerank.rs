@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 use setr_core::{Fusion, Reranker};
 use setr_engine::{RerankerConfig, Rerankers};
 use setr_models::{qwen3vl::prompt::PromptTemplate, Precision, RerankerOptions};
@@ -42,21 +41,13 @@ impl PluginArgs {
     /// Loads every configured plugin; refusals are recorded, not fatal. `reserved` are the
     /// built-in reranker names.
     pub fn load(&self, reserved: &[&str]) -> Result<PluginSet> {
-        let configs = self.configs()?;
-        let mut libraries = match &self.plugin_dir {
-            Some(dir) => PluginSet::libraries_in(dir, &configs)
-                .with_context(|| format!("reading plugin directory {}", dir.display()))?,
-            None => Vec::new(),
+        let config = RerankerConfig {
+            plugin_dir: self.plugin_dir.clone(),
+            plugins: self.plugins.clone(),
+            plugin_configs: self.configs()?,
+            ..RerankerConfig::default()
         };
-        for path in &self.plugins {
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            let config = configs.get(stem).cloned().unwrap_or_else(|| json!({}));
-            libraries.push((path.clone(), config));
-        }
-        Ok(PluginSet::load(&libraries, reserved))
+        Ok(PluginSet::load(&config.plugin_libraries()?, reserved))
     }
 }
 
@@ -104,9 +95,7 @@ impl RerankArgs {
     pub fn active(&self) -> bool {
         self.enabled || !self.rerankers.is_empty()
     }
-}
 
-impl RerankArgs {
     /// The fusion rule `--rerank-weight` asks for.
     pub fn fusion(&self) -> Result<Fusion> {
         match self.rerank_weight {

@@ -249,14 +249,18 @@ impl VisionPreprocessor {
         &self,
         image: &image::ImageBuffer<image::Rgb<u8>, C>,
     ) -> Result<RgbImage> {
-        let (w0, h0) = image.dimensions();
+        let (width, height) = self.target_size(image.dimensions())?;
+        Ok(resize(image, width, height, self.filter))
+    }
+
+    /// `(width, height)` of an image of `(width, height)` after [`Self::smart_resize`].
+    fn target_size(&self, (w0, h0): (u32, u32)) -> Result<(u32, u32)> {
         let (oh, ow) = self.smart_resize(h0 as usize, w0 as usize)?;
         let too_big = || ModelError::InvalidInput(format!("{w0}x{h0} resizes to {ow}x{oh}"));
-        let (ow32, oh32) = (
+        Ok((
             u32::try_from(ow).map_err(|_| too_big())?,
             u32::try_from(oh).map_err(|_| too_big())?,
-        );
-        Ok(resize(image, ow32, oh32, self.filter))
+        ))
     }
 
     /// Preprocesses one upright RGB image: smart resize (skipped when the size does not
@@ -265,15 +269,10 @@ impl VisionPreprocessor {
     /// `m`); feature order is (C, T, ph, pw), the frame repeated `temporal_patch_size`
     /// times.
     pub fn apply(&self, image: &RgbImage) -> Result<PatchedImage> {
-        let (w0, h0) = image.dimensions();
-        let (oh, ow) = self.smart_resize(h0 as usize, w0 as usize)?;
-        let too_big = || ModelError::InvalidInput(format!("{w0}x{h0} resizes to {ow}x{oh}"));
-        let (ow32, oh32) = (
-            u32::try_from(ow).map_err(|_| too_big())?,
-            u32::try_from(oh).map_err(|_| too_big())?,
-        );
+        let (ow32, oh32) = self.target_size(image.dimensions())?;
+        let (ow, oh) = (ow32 as usize, oh32 as usize);
         let resized;
-        let image = if (ow32, oh32) == (w0, h0) {
+        let image = if (ow32, oh32) == image.dimensions() {
             image
         } else {
             resized = resize(image, ow32, oh32, self.filter);
