@@ -6,6 +6,7 @@
 //! fused top-k. No I/O, no models, no HTTP.
 #![deny(missing_docs)]
 
+mod backend;
 mod cancel;
 mod dot;
 mod error;
@@ -17,6 +18,7 @@ mod stats;
 mod topk;
 mod types;
 
+pub use backend::{BackendError, FlatBackend, SearchBackend};
 pub use cancel::Cancel;
 pub use dot::{dot_f16, dot_f32, dots_f32};
 pub use error::CoreError;
@@ -24,7 +26,7 @@ pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
 pub use random::normal_values;
 pub use rerank::{
     fuse, CandidateScore, Fusion, Ranked, RerankCandidate, RerankError, RerankErrorKind,
-    RerankQuery, Reranker, RgbBuffer, RgbView,
+    RerankQuery, Reranker, RgbBuffer, RgbView, DEFAULT_RERANK_WEIGHT,
 };
 pub use search::{brute_force, check_request, search, SearchOptions};
 pub use stats::GalleryStats;

@@ -120,16 +120,26 @@ pub trait Reranker: Send + Sync {
     ) -> std::result::Result<Vec<CandidateScore>, RerankError>;
 }
 
+/// The rerank weight when a request names none: the rerank score and the coarse score
+/// count equally. Chosen on the demo models' monitor benchmark (rerank alone loses to the
+/// coarse stage there; the even blend beats both: configs/models/demo-qwen3vl/README.md).
+pub const DEFAULT_RERANK_WEIGHT: f32 = 0.5;
+
 /// How the final score is made from the rerank score and the coarse score.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fusion {
     /// The rerank score alone.
-    #[default]
     RerankOnly,
     /// `weight * rerank + (1 - weight) * coarse`, the coarse scores min-max normalised over
     /// the reranked candidates so that both lie in [0, 1].
     Weighted(f32),
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Weighted(DEFAULT_RERANK_WEIGHT)
+    }
 }
 
 /// One result of the two-stage search.

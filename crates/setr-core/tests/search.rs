@@ -230,7 +230,13 @@ fn bad_k_and_dimensions_are_clear_errors() {
     ));
     assert!(GalleryView::new(matrix.vectors(), 3, &ids).is_err());
     assert!(matches!(
-        PreparedBatch::new(&queries(1, 1, dim), Strategy::default(), dim, None).unwrap_err(),
+        PreparedBatch::new(
+            &queries(1, 1, dim),
+            Strategy::Intersection { lambda: 0.0 },
+            dim,
+            None
+        )
+        .unwrap_err(),
         CoreError::MissingStats
     ));
 }

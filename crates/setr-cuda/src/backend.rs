@@ -1,11 +1,12 @@
-//! The `cuda` search backend: a [`DeviceGallery`] kept in sync with a store, with the same
-//! methods as setr-index's `SearchBackend` (setr-index implements that trait for it; the
-//! trait cannot be implemented here without setr-index depending on setr-cuda and back).
+//! The `cuda` search backend: a [`DeviceGallery`] kept in sync with a store, behind
+//! setr-core's [`SearchBackend`].
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use setr_core::{check_request, GalleryView, Hit, PreparedBatch, SearchOptions};
+use setr_core::{
+    check_request, BackendError, GalleryView, Hit, PreparedBatch, SearchBackend, SearchOptions,
+};
 
 use crate::device::lock;
 use crate::{CudaDevice, CudaError, DeviceGallery, Result};
@@ -13,8 +14,7 @@ use crate::{CudaDevice, CudaError, DeviceGallery, Result};
 /// Compact the mirror when more than this fraction of its rows are deleted.
 const COMPACT_DEAD_FRACTION: f64 = 0.25;
 
-/// Exact search on a CUDA device. Methods mirror setr-index's `SearchBackend`: `added` and
-/// `removed` never fail (a failed update marks the mirror stale and the next search rebuilds
+/// Exact search on a CUDA device, a [`SearchBackend`]: `added` and `removed` never fail (a failed update marks the mirror stale and the next search rebuilds
 /// it from the store's view); `search` refuses bad requests with the same errors as the CPU
 /// backends, and answers k above the device limit with the CPU scan.
 pub struct CudaBackend {
@@ -50,13 +50,25 @@ impl CudaBackend {
         &self.device
     }
 
+    /// Rebuilds the device mirror from `gallery` without its deleted rows.
+    pub fn compact(&mut self, gallery: &GalleryView<'_>) -> Result<()> {
+        let mut g = DeviceGallery::new(self.device.clone(), gallery.dim)?;
+        g.compact(gallery)?;
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        state.gallery = Some(g);
+        state.stale = false;
+        Ok(())
+    }
+}
+
+impl SearchBackend for CudaBackend {
     /// Backend name, as in the store configuration.
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "cuda"
     }
 
     /// Slots `slots` of `gallery` were committed.
-    pub fn added(&mut self, gallery: &GalleryView<'_>, slots: Range<usize>) {
+    fn added(&mut self, gallery: &GalleryView<'_>, slots: Range<usize>) {
         let device = self.device.clone();
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         if state.stale {
@@ -82,7 +94,7 @@ impl CudaBackend {
     }
 
     /// These slots were deleted.
-    pub fn removed(&mut self, slots: &[usize]) {
+    fn removed(&mut self, slots: &[usize]) {
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = state.gallery.as_mut() {
             if let Err(e) = g.remove(slots) {
@@ -92,18 +104,19 @@ impl CudaBackend {
         }
     }
 
-    /// Rebuilds the device mirror from `gallery` without its deleted rows.
-    pub fn compact(&mut self, gallery: &GalleryView<'_>) -> Result<()> {
-        let mut g = DeviceGallery::new(self.device.clone(), gallery.dim)?;
-        g.compact(gallery)?;
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        state.gallery = Some(g);
-        state.stale = false;
-        Ok(())
-    }
-
     /// Top-`k` of each prepared query over `gallery`.
-    pub fn search(
+    fn search(
+        &self,
+        gallery: &GalleryView<'_>,
+        batch: &PreparedBatch,
+        k: usize,
+    ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
+        Ok(self.search_on_device(gallery, batch, k)?)
+    }
+}
+
+impl CudaBackend {
+    fn search_on_device(
         &self,
         gallery: &GalleryView<'_>,
         batch: &PreparedBatch,

@@ -60,3 +60,18 @@ pub enum CudaError {
     #[error(transparent)]
     Core(#[from] CoreError),
 }
+
+/// The device's errors as a backend's: bad requests stay [`BackendError::Core`], a build
+/// without CUDA stays recognisable.
+impl From<CudaError> for setr_core::BackendError {
+    fn from(e: CudaError) -> Self {
+        match e {
+            CudaError::Core(e) => setr_core::BackendError::Core(e),
+            CudaError::NotCompiled => setr_core::BackendError::NotCompiled("cuda"),
+            e => setr_core::BackendError::Failed {
+                backend: "cuda".into(),
+                why: e.to_string(),
+            },
+        }
+    }
+}

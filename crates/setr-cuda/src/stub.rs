@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use half::f16;
-use setr_core::{GalleryView, Hit, PreparedBatch};
+use setr_core::{BackendError, GalleryView, Hit, PreparedBatch, SearchBackend};
 
 use crate::{CudaError, DeviceInfo, KernelSource, Result, SearchTimes};
 
@@ -145,33 +145,35 @@ impl CudaBackend {
         match self.never {}
     }
 
-    /// Backend name.
-    pub fn name(&self) -> &'static str {
-        match self.never {}
-    }
-
-    /// Slots `slots` of `gallery` were committed.
-    pub fn added(&mut self, _gallery: &GalleryView<'_>, _slots: Range<usize>) {
-        match self.never {}
-    }
-
-    /// These slots were deleted.
-    pub fn removed(&mut self, _slots: &[usize]) {
-        match self.never {}
-    }
-
     /// Rebuilds the device mirror without deleted rows.
     pub fn compact(&mut self, _gallery: &GalleryView<'_>) -> Result<()> {
         match self.never {}
     }
+}
+
+impl SearchBackend for CudaBackend {
+    /// Backend name.
+    fn name(&self) -> &'static str {
+        match self.never {}
+    }
+
+    /// Slots `slots` of `gallery` were committed.
+    fn added(&mut self, _gallery: &GalleryView<'_>, _slots: Range<usize>) {
+        match self.never {}
+    }
+
+    /// These slots were deleted.
+    fn removed(&mut self, _slots: &[usize]) {
+        match self.never {}
+    }
 
     /// Top-`k` of each prepared query over `gallery`.
-    pub fn search(
+    fn search(
         &self,
         _gallery: &GalleryView<'_>,
         _batch: &PreparedBatch,
         _k: usize,
-    ) -> Result<Vec<Vec<Hit>>> {
+    ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
         match self.never {}
     }
 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::{compare, strategies, truth, twin, Fixture, Rng};
 use half::f16;
-use setr_core::{GalleryView, ImageId, Vectors};
+use setr_core::{GalleryView, ImageId, SearchBackend, Vectors};
 use setr_cuda::{CudaBackend, CudaDevice, CudaError, DeviceGallery};
 
 const NEEDS: &str = "needs a CUDA device: run benches/gpu/run.sh";

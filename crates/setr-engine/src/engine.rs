@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use setr_core::{Cancel, ImageId, Reranker, RgbBuffer};
-use setr_index::{ImageRecord, NewImage, Store};
+use setr_index::{GalleryStore, ImageRecord, LocalGallery, NewImage, Store};
 use setr_models::ImageTextEncoder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::types::{
     AddRequest, AddResponse, EmbedRequest, EmbedResponse, ImageInput, ImageRef, StoredImage,
 };
-use crate::{EncoderHandle, EngineError, EngineOptions, Gallery, Metrics, Result, ScanBatcher};
+use crate::{EncoderHandle, EngineError, EngineOptions, Metrics, Result, ScanBatcher};
 
 /// The pipeline as a library: one per process, shared by every request.
 pub struct Engine {
-    pub(crate) gallery: Arc<Gallery>,
+    pub(crate) gallery: Arc<dyn GalleryStore>,
     pub(crate) encoder: Option<EncoderHandle>,
     pub(crate) rerankers: Vec<Arc<dyn Reranker>>,
     refused: Vec<serde_json::Value>,
@@ -89,8 +89,19 @@ impl Engine {
         rerankers: crate::Rerankers,
         options: EngineOptions,
     ) -> Result<Engine> {
+        let gallery = Arc::new(LocalGallery::new(store));
+        Engine::with_gallery(gallery, encoder, rerankers, options)
+    }
+
+    /// An engine over any gallery (a local store, a remote vector engine), as [`Engine::new`].
+    pub fn with_gallery(
+        gallery: Arc<dyn GalleryStore>,
+        encoder: Option<Arc<ImageTextEncoder>>,
+        rerankers: crate::Rerankers,
+        options: EngineOptions,
+    ) -> Result<Engine> {
         if let Some(e) = &encoder {
-            store.check_model(e.identity())?;
+            gallery.check_model(e.identity())?;
         }
         let metrics = Metrics::new();
         let queue = options.max_in_flight.max(1) * 2;
@@ -103,7 +114,6 @@ impl Engine {
                 Arc::new(metrics.clone()),
             )
         });
-        let gallery = Arc::new(Gallery::new(store));
         let scan = ScanBatcher::start(
             gallery.clone(),
             options.scan_batch,
@@ -156,7 +166,7 @@ impl Engine {
     }
 
     /// The gallery.
-    pub fn gallery(&self) -> &Arc<Gallery> {
+    pub fn gallery(&self) -> &Arc<dyn GalleryStore> {
         &self.gallery
     }
 
@@ -287,7 +297,6 @@ impl Engine {
     /// The stored file of image `id`.
     pub(crate) fn stored_path(&self, id: u64) -> Result<String> {
         self.gallery
-            .read()
             .get(ImageId(id))?
             .source_path
             .ok_or_else(|| EngineError::NotFound(format!("image {id} has no stored file")))
@@ -355,34 +364,22 @@ impl Engine {
         let decoded = self.decode(work, bytes.clone(), None).await?;
         let embedding = self.encoder_handle()?.image(decoded.pixels).await?;
         let engine = self.clone();
-        let metadata = req.metadata;
-        let (id, duplicate) = self
+        let image = NewImage {
+            embedding,
+            width: Some(decoded.width),
+            height: Some(decoded.height),
+            metadata: req.metadata,
+            ..NewImage::default()
+        };
+        let outcome = self
             .blocking(work, move |_| {
-                let hash = crate::indexing::content_hash(&bytes);
-                let dir = engine.gallery.read().dir().join("uploads");
-                std::fs::create_dir_all(&dir).map_err(storage)?;
-                let path = dir.join(hash.trim_start_matches("sha256:"));
-                if !path.exists() {
-                    std::fs::write(&path, bytes.as_slice()).map_err(storage)?;
-                }
-                let outcome = engine.gallery.add_batch(vec![NewImage {
-                    embedding,
-                    source_path: Some(path.display().to_string()),
-                    width: Some(decoded.width),
-                    height: Some(decoded.height),
-                    content_hash: Some(hash),
-                    metadata,
-                }])?;
-                let outcome = outcome
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| EngineError::Storage("the store answered no outcome".into()))?;
-                Ok((
-                    outcome.id(),
-                    matches!(outcome, setr_index::AddOutcome::Duplicate(_)),
-                ))
+                Ok(engine.gallery.add_upload(&bytes, image)?)
             })
             .await?;
+        let (id, duplicate) = (
+            outcome.id(),
+            matches!(outcome, setr_index::AddOutcome::Duplicate(_)),
+        );
         self.metrics.gallery_images.set(self.gallery.len() as i64);
         Ok(AddResponse {
             id: id.0,
@@ -403,7 +400,7 @@ impl Engine {
     pub async fn image(self: &Arc<Self>, work: &Work, id: u64) -> Result<StoredImage> {
         let engine = self.clone();
         self.blocking(work, move |_| {
-            let record = engine.gallery.read().get(ImageId(id))?;
+            let record = engine.gallery.get(ImageId(id))?;
             Ok(engine.public_record(record))
         })
         .await
@@ -422,10 +419,8 @@ impl Engine {
         }
         let engine = self.clone();
         self.blocking(work, move |_| {
-            let store = engine.gallery.read();
-            let records = store.list(offset, limit)?;
-            let total = store.len();
-            drop(store);
+            let records = engine.gallery.list(offset, limit)?;
+            let total = engine.gallery.len();
             Ok((
                 records
                     .into_iter()
@@ -468,10 +463,8 @@ impl Engine {
             (None, Some(image)) => match image.resolve()? {
                 ImageRef::Stored(id) => {
                     let engine = self.clone();
-                    self.blocking(work, move |_| {
-                        Ok(engine.gallery.read().embedding(ImageId(id))?)
-                    })
-                    .await?
+                    self.blocking(work, move |_| Ok(engine.gallery.embedding(ImageId(id))?))
+                        .await?
                 }
                 ImageRef::Bytes(bytes) => {
                     let decoded = self.decode(work, Arc::new(bytes), None).await?;
@@ -498,8 +491,4 @@ pub(crate) struct Decoded {
     pub(crate) height: u32,
     pub(crate) pixels: Vec<f32>,
     pub(crate) for_rerank: Option<RgbBuffer>,
-}
-
-fn storage(e: std::io::Error) -> EngineError {
-    EngineError::Storage(e.to_string())
 }

@@ -8,11 +8,10 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::json;
-use setr_index::{AddOutcome, NewImage};
+use setr_index::{content_hash, AddOutcome, GalleryStore, NewImage};
 use setr_models::{decode_image, read_image_file, DecodeLimits, ImageTextEncoder};
-use sha2::{Digest, Sha256};
 
-use crate::{EngineError, Gallery};
+use crate::EngineError;
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
@@ -39,15 +38,6 @@ pub fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize), EngineError> {
     }
     files.sort();
     Ok((files, symlinks))
-}
-
-/// `sha256:<hex>` of the bytes (the store's content hash).
-pub fn content_hash(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
 }
 
 /// Where an indexing run stands.
@@ -125,10 +115,10 @@ struct Prepared {
 }
 
 /// Adds `files` to the gallery, one batch at a time (each batch one transaction, so an
-/// interrupted run resumes); searches go on meanwhile (see [`Gallery`]). `progress` sees
+/// interrupted run resumes); searches go on meanwhile (see [`LocalGallery`]). `progress` sees
 /// the report after every batch.
 pub fn add_files(
-    gallery: &Gallery,
+    gallery: &dyn GalleryStore,
     encoder: &ImageTextEncoder,
     files: &[PathBuf],
     batch: usize,
@@ -150,7 +140,7 @@ pub fn add_files(
             let existing = if p.hash.is_empty() {
                 None
             } else {
-                gallery.read().find_by_hash(&p.hash)?
+                gallery.find_by_hash(&p.hash)?
             };
             if let Some(id) = existing {
                 out.duplicates += 1;
@@ -296,7 +286,14 @@ impl crate::Engine {
             summary.symlinks_skipped = symlinks;
             progress(&summary)
         };
-        let mut report = add_files(self.gallery(), encoder, &files, batch, &limits, &with_dir)?;
+        let mut report = add_files(
+            self.gallery().as_ref(),
+            encoder,
+            &files,
+            batch,
+            &limits,
+            &with_dir,
+        )?;
         report.dir = dir.to_path_buf();
         report.symlinks_skipped = symlinks;
         self.metrics()

@@ -10,7 +10,7 @@
 //! | [`Engine`] (`engine.rs`) | the shared state and the operations: add, delete, image, list, thumbnail, embed; each request's [`Work`] (deadline, in-flight permit) |
 //! | `search.rs` | [`Engine::search`]: encode the query, scan (batched across requests), rerank, fuse, results |
 //! | `rerank.rs` | the reranker chain over coarse hits, candidates decoded one at a time and fitted; [`Engine::rerank`] of given documents |
-//! | [`Gallery`] (`gallery.rs`) | the store shared by concurrent readers; writes publish durable rows without stalling them |
+//! | [`GalleryStore`] (setr-index) | the gallery: a local store shared by concurrent readers ([`LocalGallery`]) or a remote engine |
 //! | [`EncoderHandle`] (`encoder.rs`) | the encoder thread, batching across requests |
 //! | [`ScanBatcher`] (`scan.rs`) | the coarse-scan thread, batching across requests |
 //! | [`indexing`] | directory indexing with progress (the CLI's bar, the HTTP job) |
@@ -25,7 +25,6 @@ pub mod config;
 mod encoder;
 mod engine;
 mod error;
-mod gallery;
 pub mod indexing;
 mod metrics;
 pub mod rerank;
@@ -37,8 +36,8 @@ pub use config::{EncoderConfig, EngineOptions, Limits, RerankerConfig, Rerankers
 pub use encoder::EncoderHandle;
 pub use engine::{Engine, Work};
 pub use error::{EngineError, Result};
-pub use gallery::Gallery;
 pub use indexing::{add_files, image_files, IndexJob, IndexReport, JobState};
 pub use metrics::Metrics;
 pub use scan::ScanBatcher;
 pub use search::{MAX_K, MAX_RERANK_K};
+pub use setr_index::{GalleryStore, LocalGallery};

@@ -206,7 +206,7 @@ impl Engine {
         timings: &mut BTreeMap<String, f64>,
     ) -> Result<Chained> {
         let names = stage.rerankers.clone().unwrap_or_default();
-        let fusion = stage.weight.map_or(Fusion::RerankOnly, Fusion::Weighted);
+        let fusion = stage.weight.map_or(Fusion::default(), Fusion::Weighted);
         let engine = self.clone();
         let timed_out = work.timed_out();
         let (chained, stage_timings) = self
@@ -246,12 +246,18 @@ impl Engine {
         cancel: &Cancel,
         timings: &mut BTreeMap<String, f64>,
     ) -> std::result::Result<Chained, Cancelled> {
-        let paths: Vec<(ImageId, Option<String>)> = {
-            let store = self.gallery.read();
-            hits.iter()
-                .map(|h| (h.id, store.get(h.id).ok().and_then(|r| r.source_path)))
-                .collect()
-        };
+        let ids: Vec<ImageId> = hits.iter().map(|h| h.id).collect();
+        // A gallery that cannot be read now leaves every candidate unreadable: they keep
+        // their coarse order, as for files that vanished.
+        let records = self.gallery.get_many(&ids).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "candidate records unreadable");
+            vec![None; ids.len()]
+        });
+        let paths: Vec<(ImageId, Option<String>)> = ids
+            .into_iter()
+            .zip(records)
+            .map(|(id, r)| (id, r.and_then(|r| r.source_path)))
+            .collect();
         let chain = self.chain(names);
         let limits = self.options.limits.decode();
         let max_pixels = self.options.limits.rerank_max_pixels;

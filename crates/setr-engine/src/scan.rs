@@ -11,7 +11,9 @@ use std::time::Duration;
 use setr_core::{ComposedQuery, Hit, Strategy};
 use tokio::sync::oneshot;
 
-use crate::{EngineError, Gallery, Metrics, Result};
+use setr_index::GalleryStore;
+
+use crate::{EngineError, Metrics, Result};
 
 type Reply = oneshot::Sender<Result<Vec<Hit>>>;
 
@@ -32,7 +34,7 @@ impl ScanBatcher {
     /// Starts the scan thread over `gallery`. `queue` bounds the waiting searches
     /// (beyond it: overloaded).
     pub fn start(
-        gallery: Arc<Gallery>,
+        gallery: Arc<dyn GalleryStore>,
         max_batch: usize,
         max_wait: Duration,
         queue: usize,
@@ -41,7 +43,15 @@ impl ScanBatcher {
         let (sender, receiver) = sync_channel::<Job>(queue.max(1));
         let spawned = std::thread::Builder::new()
             .name("setr-scan".into())
-            .spawn(move || run(&gallery, &receiver, max_batch.max(1), max_wait, &metrics));
+            .spawn(move || {
+                run(
+                    gallery.as_ref(),
+                    &receiver,
+                    max_batch.max(1),
+                    max_wait,
+                    &metrics,
+                )
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start the scan thread");
         }
@@ -70,7 +80,7 @@ impl ScanBatcher {
 }
 
 fn run(
-    gallery: &Gallery,
+    gallery: &dyn GalleryStore,
     receiver: &Receiver<Job>,
     max_batch: usize,
     max_wait: Duration,
@@ -102,8 +112,8 @@ fn by_strategy(jobs: Vec<Job>) -> Vec<Vec<Job>> {
 /// One scan for a group of the same strategy at the largest k asked, each answer cut to
 /// its own k (the top k of a longer exact list is the exact top k). A batch that fails
 /// (one query of a wrong shape) is rerun query by query, so one bad query fails alone.
-fn scan(gallery: &Gallery, jobs: Vec<Job>) {
-    let store = gallery.read();
+fn scan(gallery: &dyn GalleryStore, jobs: Vec<Job>) {
+    let store = gallery;
     let strategy = jobs[0].strategy;
     let k = jobs.iter().map(|j| j.k).max().unwrap_or(1).min(store.len());
     if k == 0 {

@@ -157,9 +157,7 @@ impl Engine {
                 ImageRef::Stored(id) => {
                     let engine = self.clone();
                     let embedding = self
-                        .blocking(work, move |_| {
-                            Ok(engine.gallery.read().embedding(ImageId(id))?)
-                        })
+                        .blocking(work, move |_| Ok(engine.gallery.embedding(ImageId(id))?))
                         .await?;
                     out.query.image = Some(embedding);
                     out.reference_id = Some(id);
@@ -214,13 +212,8 @@ impl Engine {
     ) -> Result<Vec<SearchResult>> {
         let engine = self.clone();
         self.blocking(work, move |_| {
-            let store = engine.gallery.read();
-            let records: Vec<_> = ranked
-                .iter()
-                .take(k)
-                .map(|r| store.get(r.id).ok())
-                .collect();
-            drop(store);
+            let ids: Vec<ImageId> = ranked.iter().take(k).map(|r| r.id).collect();
+            let records = engine.gallery.get_many(&ids)?;
             Ok(ranked
                 .into_iter()
                 .zip(records)

@@ -97,8 +97,8 @@ pub struct SearchRequest {
     pub image_embedding: Option<Vec<f32>>,
     /// The text side as an embedding (instead of `text`), in the gallery's space.
     pub text_embedding: Option<Vec<f32>>,
-    /// `image`, `text`, `union[:w]`, `intersection[:lambda]`; default: the engine's
-    /// default for an image and a text, the one side otherwise.
+    /// `image`, `text`, `union[:w]`, `intersection[:lambda]`; default: `union` for an
+    /// image and a text, the one side otherwise.
     pub strategy: Option<String>,
     /// Results wanted (1..=10000).
     #[serde(default = "default_k")]
@@ -119,7 +119,8 @@ pub struct RerankStage {
     pub k: usize,
     /// Names, in order (default: every configured reranker, in configuration order).
     pub rerankers: Option<Vec<String>>,
-    /// `w * rerank + (1 - w) * normalised previous score`; none = the rerank score alone.
+    /// `w * rerank + (1 - w) * normalised previous score`, in [0, 1]; 1 = the rerank score
+    /// alone; none = 0.5 (`DEFAULT_RERANK_WEIGHT`).
     pub weight: Option<f32>,
 }
 

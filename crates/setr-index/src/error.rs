@@ -83,6 +83,23 @@ pub enum IndexError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+/// A backend's error as the store's: "not compiled" and bad requests stay recognisable.
+impl From<setr_core::BackendError> for IndexError {
+    fn from(e: setr_core::BackendError) -> Self {
+        match e {
+            setr_core::BackendError::Core(e) => IndexError::Core(e),
+            setr_core::BackendError::NotCompiled(name) => IndexError::BackendNotCompiled(name),
+            setr_core::BackendError::Failed { backend, why } => {
+                IndexError::Backend { backend, why }
+            }
+            e => IndexError::Backend {
+                backend: "unknown".into(),
+                why: e.to_string(),
+            },
+        }
+    }
+}
+
 impl IndexError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> IndexError {
         let path = path.into();

@@ -20,10 +20,13 @@ use faiss::index::IndexImpl;
 use faiss::selector::IdSelector;
 use faiss::{index_factory, Idx, Index, MetricType};
 use setr_core::{
-    ComposedQuery, GalleryView, Hit, ImageId, Plan, PreparedBatch, SearchOptions, Strategy,
+    BackendError, ComposedQuery, GalleryView, Hit, ImageId, Plan, PreparedBatch, SearchOptions,
+    Strategy,
 };
 
-use crate::{BackendConfig, IndexError, Result, SearchBackend};
+use crate::{BackendConfig, SearchBackend};
+
+type Result<T> = std::result::Result<T, BackendError>;
 
 /// Candidates fetched per side for `intersection`, as a multiple of k (at least 100).
 const INTERSECTION_FANOUT: usize = 4;
@@ -87,8 +90,8 @@ fn calibration_queries(gallery: &GalleryView<'_>) -> Vec<ComposedQuery> {
         .collect()
 }
 
-fn fail(backend: &BackendConfig, e: impl std::fmt::Display) -> IndexError {
-    IndexError::Backend {
+fn fail(backend: &BackendConfig, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Failed {
         backend: backend.name().to_string(),
         why: e.to_string(),
     }

@@ -13,16 +13,17 @@
 
 mod backend;
 mod config;
-mod cuda_backend;
 mod error;
 #[cfg(feature = "faiss")]
 mod faiss_backend;
+mod gallery;
 mod store;
 mod vectors;
 
-pub use backend::{FlatBackend, SearchBackend};
 pub use config::{BackendConfig, StoreConfig};
 pub use error::IndexError;
+pub use gallery::{content_hash, GalleryStore, LocalGallery};
+pub use setr_core::{BackendError, FlatBackend, SearchBackend};
 pub use store::{
     AddOutcome, ImageRecord, NewImage, StagedAdd, StagedDelete, Store, FORMAT_VERSION,
 };

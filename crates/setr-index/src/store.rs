@@ -751,7 +751,7 @@ impl Store {
 
     /// Coarse search with an already prepared batch.
     pub fn search_prepared(&self, batch: &PreparedBatch, k: usize) -> Result<Vec<Vec<Hit>>> {
-        self.backend.search(&self.view_parts(), batch, k)
+        Ok(self.backend.search(&self.view_parts(), batch, k)?)
     }
 
     /// Switches the search backend (persisted). The new backend builds what it needs on

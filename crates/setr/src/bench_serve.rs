@@ -63,6 +63,21 @@ pub struct ServeBenchArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Serve a store of this many random rows in the model's space instead of the rendered
+    /// gallery (a million rows without rendering or encoding them; the rerank phase needs
+    /// image files, so it is skipped).
+    #[arg(long, default_value_t = 0)]
+    random_rows: usize,
+    /// Ingest phase: search p99 at `ingest_rate` alone, then while `POST /v1/index` adds
+    /// this many rendered images (0 skips it; the server runs on a copy of the store).
+    #[arg(long, default_value_t = 0)]
+    ingest_images: usize,
+    /// Ingest phase: search rate (requests per second).
+    #[arg(long, default_value_t = 100.0)]
+    ingest_rate: f64,
+    /// The setr binary to serve with (default: this one), e.g. an older build to compare.
+    #[arg(long)]
+    server_exe: Option<PathBuf>,
 }
 
 struct ServerProcess {
@@ -87,10 +102,19 @@ impl ServerProcess {
     }
 }
 
-fn start_server(args: &ServeBenchArgs, store: &std::path::Path) -> Result<ServerProcess> {
-    let exe = std::env::current_exe().context("locating the setr binary")?;
+fn start_server(
+    args: &ServeBenchArgs,
+    store: &std::path::Path,
+    index_root: &std::path::Path,
+) -> Result<ServerProcess> {
+    let exe = match &args.server_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().context("locating the setr binary")?,
+    };
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--demo-images", "0"])
+        .arg("--index-root")
+        .arg(index_root)
         .arg("--store")
         .arg(store)
         .args(["--model", &args.model])
@@ -144,6 +168,10 @@ fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<u64>, Vec<String>)> {
             },
         )?;
     }
+    let store = match args.random_rows {
+        0 => store,
+        rows => crate::bench_gallery::random_store(&args.data, &args.model, rows)?,
+    };
     if setr_index::Store::open(&store).is_err() {
         eprintln!("indexing into {}", store.display());
         let exe = std::env::current_exe()?;
@@ -161,8 +189,9 @@ fn prepare(args: &ServeBenchArgs) -> Result<(PathBuf, Vec<u64>, Vec<String>)> {
     }
     let ids: Vec<u64> = {
         let opened = setr_index::Store::open(&store)?;
+        // Queries refer to the first 20,000 images.
         opened
-            .list(0, usize::MAX)?
+            .list(0, 20_000)?
             .into_iter()
             .map(|r| r.id.0)
             .collect()
@@ -265,6 +294,16 @@ struct Phase {
 }
 
 impl Phase {
+    /// Adds another slice of the same phase.
+    fn merge(&mut self, other: Phase) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        for (status, n) in other.failures {
+            *self.failures.entry(status).or_insert(0) += n;
+        }
+        self.seconds += other.seconds;
+    }
+
     fn quantile(&self, q: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
@@ -371,7 +410,17 @@ fn drive(
 
 pub fn serve(args: ServeBenchArgs) -> Result<()> {
     let (store, ids, texts) = prepare(&args)?;
-    let server = start_server(&args, &store)?;
+    let ingest_dir = args.data.join(format!("ingest-{}", args.ingest_images));
+    let store = if args.ingest_images > 0 {
+        render(&ingest_dir, args.ingest_images, 13)?;
+        // The ingest adds rows: it runs on a copy, so the prepared store stays reusable.
+        let scratch = args.data.join("scratch-store");
+        copy_store(&store, &scratch)?;
+        scratch
+    } else {
+        store
+    };
+    let server = start_server(&args, &store, &args.data)?;
     let addr = server.addr.clone();
     let plain = |i: usize| body(&texts, &ids, i, 0);
     // Warm-up: model caches, allocator, connections.
@@ -484,6 +533,17 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
             &format!("{} clients (closed loop)", args.rerank_clients),
         ));
     }
+    let ingest = match args.ingest_images {
+        0 => json!(null),
+        _ => ingest_phase(
+            &args,
+            &addr,
+            &ingest_dir.join("images"),
+            &plain,
+            &print,
+            &mut rows,
+        )?,
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     outln!(
         "max sustained QPS with p99 <= {} ms: {} (gallery {} images, {} cores shared by server and client; RSS at start {:.1} MiB)",
@@ -501,8 +561,101 @@ pub fn serve(args: ServeBenchArgs) -> Result<()> {
             "max_sustained_qps": sustained,
             "rows": rows,
             "soak": soak,
+            "ingest": ingest,
+            "random_rows": args.random_rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+    }
+    Ok(())
+}
+
+/// Search p99 at `ingest_rate` alone, then while the server indexes `dir`: the second
+/// phase lasts as long as the ingest does.
+fn ingest_phase(
+    args: &ServeBenchArgs,
+    addr: &str,
+    dir: &std::path::Path,
+    plain: &(dyn Fn(usize) -> Vec<u8> + Sync),
+    print: &dyn Fn(&Phase, &str, &str) -> Result<()>,
+    rows: &mut Vec<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let target = format!("{} qps", args.ingest_rate);
+    let alone = drive(
+        addr,
+        args.connections,
+        args.seconds,
+        Some(args.ingest_rate),
+        plain,
+    );
+    print(&alone, "search, no ingest", &target)?;
+    let started = Instant::now();
+    let job = crate::bench_gallery::start_ingest(addr, dir)?;
+    let (during, ingested) = std::thread::scope(|s| {
+        let ingest = s.spawn(|| crate::bench_gallery::wait_ingest(addr, job, started));
+        // Searches until the ingest ends, in slices, so the phase covers all of it.
+        let mut during: Option<Phase> = None;
+        while !ingest.is_finished() {
+            let slice = drive(addr, args.connections, 5.0, Some(args.ingest_rate), plain);
+            during = Some(match during.take() {
+                Some(mut p) => {
+                    p.merge(slice);
+                    p
+                }
+                None => slice,
+            });
+        }
+        let done = ingest
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("ingest poller panicked")));
+        (during, done)
+    });
+    let (images, seconds) = ingested?;
+    let during = during.context("the ingest ended before any search ran")?;
+    print(&during, "search during ingest", &target)?;
+    outln!(
+        "ingest: {images} images in {seconds:.1} s ({:.1} images/s); search p99 {:.2} ms alone, {:.2} ms during ({:.2}x)",
+        images as f64 / seconds.max(1e-9),
+        alone.quantile(0.99),
+        during.quantile(0.99),
+        during.quantile(0.99) / alone.quantile(0.99).max(1e-9)
+    );
+    rows.push(alone.row("search, no ingest", &target));
+    rows.push(during.row("search during ingest", &target));
+    Ok(json!({
+        "images": images,
+        "seconds": seconds,
+        "p99_alone_ms": alone.quantile(0.99),
+        "p99_during_ms": during.quantile(0.99),
+    }))
+}
+
+/// Renders `images` synthetic scenes into `dir` once.
+fn render(dir: &std::path::Path, images: usize, seed: u64) -> Result<()> {
+    if !dir.join("scenes.jsonl").is_file() {
+        eprintln!("rendering {images} synthetic scenes into {}", dir.display());
+        setr_synth::generate(
+            dir,
+            &setr_synth::SynthOptions {
+                images,
+                seed,
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces `to` with a copy of the store at `from` (its files are flat).
+fn copy_store(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
     }
     Ok(())
 }

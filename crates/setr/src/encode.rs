@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use setr_engine::{EncoderConfig, Engine, EngineOptions, Gallery, IndexReport, Limits, Rerankers};
+use setr_engine::{
+    EncoderConfig, Engine, EngineOptions, GalleryStore, IndexReport, Limits, Rerankers,
+};
 use setr_index::{Store, StoreConfig};
 use setr_models::{DecodeLimits, ImageTextEncoder, Precision};
 
@@ -147,7 +149,7 @@ pub struct IndexArgs {
 
 /// Adds `files` to the gallery (see [`setr_engine::add_files`]) with a progress bar.
 pub fn add_files(
-    gallery: &Gallery,
+    gallery: &dyn GalleryStore,
     encoder: &ImageTextEncoder,
     files: &[PathBuf],
     batch: usize,

@@ -1,6 +1,6 @@
 //! `setr eval`: a benchmark split (CIRR, CIRCO, FashionIQ annotation files and images)
 //! scored with the official protocol (setr-eval) for every coarse strategy and for the
-//! reranked intersection: one ablation table, with per-stage latency, printed and as JSON.
+//! reranked base strategy (`--rerank-base`, union by default): one ablation table, with per-stage latency, printed and as JSON.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -58,7 +58,7 @@ pub struct EvalArgs {
     )]
     strategies: Vec<Strategy>,
     /// Strategy whose top candidates the rerankers reorder.
-    #[arg(long, default_value = "intersection")]
+    #[arg(long, default_value = "union")]
     rerank_base: Strategy,
     /// Only the first N queries (quick runs).
     #[arg(long)]
@@ -82,6 +82,37 @@ struct Row {
     rankings: Vec<Vec<Vec<String>>>,
     coarse_ms: f64,
     rerank_ms: f64,
+}
+
+/// The coarse stage of every query in one batched scan per side: a query whose reference
+/// is missing from the gallery falls back to its text (counted, never dropped).
+fn coarse_scan(
+    gallery: &dyn setr_engine::GalleryStore,
+    queries: &[ComposedQuery],
+    strategy: Strategy,
+    depth: usize,
+) -> Result<Vec<Vec<Hit>>> {
+    let (composed, text_only): (Vec<usize>, Vec<usize>) =
+        (0..queries.len()).partition(|&i| queries[i].image.is_some());
+    let mut all = vec![Vec::new(); queries.len()];
+    for (indices, strategy) in [(composed, strategy), (text_only, Strategy::Text)] {
+        if indices.is_empty() {
+            continue;
+        }
+        let batch: Vec<ComposedQuery> = indices.iter().map(|&i| queries[i].clone()).collect();
+        let hits = gallery.search(&batch, strategy, depth)?;
+        for (i, h) in indices.into_iter().zip(hits) {
+            all[i] = h;
+        }
+    }
+    Ok(all)
+}
+
+/// `hits` with the reference's moved to the end.
+fn reference_last(hits: &[Hit], reference: ImageId) -> Vec<Hit> {
+    let (mut others, refs): (Vec<Hit>, Vec<Hit>) = hits.iter().partition(|h| h.id != reference);
+    others.extend(refs);
+    others
 }
 
 fn load(args: &EvalArgs) -> Result<Vec<Dataset>> {
@@ -165,7 +196,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let files: Vec<PathBuf> = dataset.gallery.iter().map(|g| g.path.clone()).collect();
         let bar = progress(files.len(), "gallery images");
         let added = add_files(
-            store,
+            store.as_ref(),
             &encoder,
             &files,
             args.model.batch,
@@ -196,7 +227,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let mut queries = Vec::with_capacity(dataset.queries.len());
         for (q, text) in dataset.queries.iter().zip(text_embeddings) {
             let image = match id_of.get(q.reference.as_str()) {
-                Some(id) => Some(store.read().embedding(*id)?),
+                Some(id) => Some(store.embedding(*id)?),
                 None => None,
             };
             queries.push(ComposedQuery {
@@ -225,31 +256,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         }
         for strategy in &strategies {
             let started = Instant::now();
-            let mut all = Vec::with_capacity(queries.len());
-            for q in &queries {
-                // A query without a reference embedding (reference missing from the
-                // gallery) falls back to its text: counted, never dropped.
-                let q = if q.image.is_none() {
-                    ComposedQuery {
-                        image: None,
-                        text: q.text.clone(),
-                    }
-                } else {
-                    q.clone()
-                };
-                let s = if q.image.is_none() {
-                    Strategy::Text
-                } else {
-                    *strategy
-                };
-                all.push(
-                    store
-                        .read()
-                        .search(&[q], s, depth)?
-                        .pop()
-                        .unwrap_or_default(),
-                );
-            }
+            let all = coarse_scan(store.as_ref(), &queries, *strategy, depth)?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
             if *strategy == args.rerank_base {
                 base_hits = Some(all.clone());
@@ -267,6 +274,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             let started = Instant::now();
             let mut rankings = Vec::with_capacity(base.len());
             for (q, hits) in dataset.queries.iter().zip(base) {
+                // CIRR deletes the reference from every ranking, so its reranker gets the
+                // first rerank_k candidates after that deletion: exactly the ones R@K counts.
+                // (Its hits go last rather than away, so identical files keep their names.)
+                let hits = match (dataset.format, id_of.get(q.reference.as_str())) {
+                    (setr_eval::Format::Cirr, Some(reference)) => reference_last(hits, *reference),
+                    _ => hits.clone(),
+                };
                 let k = args.rerank.rerank_k.min(hits.len());
                 let reference = dataset
                     .gallery

@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_encode;
+mod bench_gallery;
 mod bench_rerank;
 mod bench_serve;
 mod encode;
@@ -58,7 +59,7 @@ enum Command {
     /// are skipped, so an interrupted run can simply be rerun).
     Index(encode::IndexArgs),
     /// Score a benchmark split (CIRR, CIRCO, FashionIQ files) for every strategy and the
-    /// reranked intersection: an ablation table with per-stage latency.
+    /// reranked base strategy (union by default): an ablation table with per-stage latency.
     Eval(Box<eval::EvalArgs>),
     /// Reranker plugins: what loads and what is refused, and why.
     #[command(subcommand)]
@@ -132,9 +133,10 @@ struct SearchArgs {
     /// Text-side query: a JSON file holding an embedding.
     #[arg(long, conflicts_with = "text_like")]
     text_embedding: Option<PathBuf>,
-    /// image, text, union[:text_weight] or intersection[:lambda].
-    #[arg(long, default_value = "intersection")]
-    strategy: Strategy,
+    /// image, text, union[:text_weight] or intersection[:lambda] (default: union for an
+    /// image and a text, the one side otherwise).
+    #[arg(long)]
+    strategy: Option<Strategy>,
     /// Number of results.
     #[arg(long, default_value_t = 10)]
     k: usize,
@@ -316,7 +318,7 @@ fn search(args: SearchArgs) -> Result<()> {
         text: args.text.clone(),
         image_embedding,
         text_embedding,
-        strategy: Some(args.strategy.to_string()),
+        strategy: args.strategy.map(|s| s.to_string()),
         k: args.k.max(1),
         rerank: args
             .rerank
@@ -324,7 +326,7 @@ fn search(args: SearchArgs) -> Result<()> {
             .then(|| setr_engine::types::RerankStage {
                 k: args.rerank.rerank_k,
                 rerankers: Some(args.rerank.names()),
-                weight: args.rerank.rerank_weight,
+                weight: Some(args.rerank.rerank_weight),
                 ..Default::default()
             }),
     };

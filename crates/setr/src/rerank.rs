@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use setr_core::{Fusion, Reranker};
+use setr_core::{Fusion, Reranker, DEFAULT_RERANK_WEIGHT};
 use setr_engine::{RerankerConfig, Rerankers};
 use setr_models::{qwen3vl::prompt::PromptTemplate, Precision, RerankerOptions};
 use setr_plugins::PluginSet;
@@ -75,9 +75,9 @@ pub struct RerankArgs {
     /// PEFT LoRA adapter directory merged into the reranker at load.
     #[arg(long, env = "SETR_LORA")]
     pub lora: Option<PathBuf>,
-    /// Final score `w * P(Yes) + (1 - w) * normalised coarse`; without it, P(Yes) alone.
-    #[arg(long, env = "SETR_RERANK_WEIGHT")]
-    pub rerank_weight: Option<f32>,
+    /// Final score `w * P(Yes) + (1 - w) * normalised coarse`; 1 = P(Yes) alone.
+    #[arg(long, env = "SETR_RERANK_WEIGHT", default_value_t = DEFAULT_RERANK_WEIGHT)]
+    pub rerank_weight: f32,
     /// Reranker weight precision: f32, f16 or bf16.
     #[arg(long, env = "SETR_RERANKER_PRECISION", default_value = "f32")]
     pub reranker_precision: String,
@@ -99,9 +99,8 @@ impl RerankArgs {
     /// The fusion rule `--rerank-weight` asks for.
     pub fn fusion(&self) -> Result<Fusion> {
         match self.rerank_weight {
-            None => Ok(Fusion::RerankOnly),
-            Some(w) if (0.0..=1.0).contains(&w) => Ok(Fusion::Weighted(w)),
-            Some(w) => anyhow::bail!("--rerank-weight {w} must be between 0 and 1"),
+            w if (0.0..=1.0).contains(&w) => Ok(Fusion::Weighted(w)),
+            w => anyhow::bail!("--rerank-weight {w} must be between 0 and 1"),
         }
     }
 

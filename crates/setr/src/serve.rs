@@ -289,7 +289,7 @@ fn open_or_build_store(
     let Some(encoder) = encoder else {
         return Err(missing).with_context(|| format!("opening {}", dir.display()));
     };
-    let gallery = setr_engine::Gallery::new(open_store_for(dir, encoder)?);
+    let gallery = setr_engine::LocalGallery::new(open_store_for(dir, encoder)?);
     let demo_images = args.demo_images.or(file.demo_images).unwrap_or(0);
     if demo_images > 0 {
         let images_dir = file

@@ -263,6 +263,8 @@ fn rerank_reorders_candidates_and_flags_unreadable_ones() {
         &model("qwen3vl-a"),
         "--rerank-k",
         "10",
+        "--rerank-weight",
+        "1",
         "--k",
         "5",
     ]);
@@ -550,13 +552,7 @@ fn eval_scores_every_strategy_and_the_reranked_row_on_a_synthetic_split() {
         .collect();
     assert_eq!(
         methods,
-        [
-            "image",
-            "text",
-            "union",
-            "intersection",
-            "intersection + colour"
-        ]
+        ["image", "text", "union", "intersection", "union + colour"]
     );
     for row in out["rows"].as_array().unwrap() {
         for key in [

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod server;
+
 /// tests/fixtures of the repository.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
