@@ -68,6 +68,7 @@ impl From<IndexError> for EngineError {
         use IndexError as E;
         match e {
             E::UnknownId(_) => EngineError::NotFound(e.to_string()),
+            E::Unavailable(_) => EngineError::Unavailable(e.to_string()),
             E::Core(_) | E::InvalidInput(_) | E::ModelMismatch { .. } => {
                 EngineError::Invalid(e.to_string())
             }

@@ -81,6 +81,9 @@ pub enum IndexError {
     /// SQLite error.
     #[error("store database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A remote gallery cannot be reached now (lost, restarting); retrying later may work.
+    #[error("the gallery is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A backend's error as the store's: "not compiled" and bad requests stay recognisable.
