@@ -420,7 +420,7 @@ impl Engine {
         let engine = self.clone();
         self.blocking(work, move |_| {
             let records = engine.gallery.list(offset, limit)?;
-            let total = engine.gallery.len();
+            let total = engine.gallery.count()?;
             Ok((
                 records
                     .into_iter()

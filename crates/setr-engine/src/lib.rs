@@ -3,14 +3,19 @@
 //!
 //! ```text
 //! setr-core  <-  setr-models, setr-index, setr-cuda, setr-plugins  <-  setr-engine  <-  setr-server, setr
+//!                               setr-index  <-  setr-milvus  -------------------------------^ (feature `milvus`)
 //! ```
+//!
+//! The engine holds its gallery as an `Arc<dyn GalleryStore>`: a local store, or a Milvus
+//! collection that the `setr` binary opens (setr-milvus) and hands over, so the engine
+//! itself never depends on a remote client.
 //!
 //! | module | what |
 //! |---|---|
 //! | [`Engine`] (`engine.rs`) | the shared state and the operations: add, delete, image, list, thumbnail, embed; each request's [`Work`] (deadline, in-flight permit) |
 //! | `search.rs` | [`Engine::search`]: encode the query, scan (batched across requests), rerank, fuse, results |
 //! | `rerank.rs` | the reranker chain over coarse hits, candidates decoded one at a time and fitted; [`Engine::rerank`] of given documents |
-//! | [`GalleryStore`] (setr-index) | the gallery: a local store shared by concurrent readers ([`LocalGallery`]) or a remote engine |
+//! | [`GalleryStore`] (setr-index) | the gallery: a local store shared by concurrent readers ([`LocalGallery`]) or a remote engine (setr-milvus) |
 //! | [`EncoderHandle`] (`encoder.rs`) | the encoder thread, batching across requests |
 //! | [`ScanBatcher`] (`scan.rs`) | the coarse-scan thread, batching across requests |
 //! | [`indexing`] | directory indexing with progress (the CLI's bar, the HTTP job) |

@@ -20,6 +20,12 @@ pub trait GalleryStore: Send + Sync {
     /// Live images (cheap: no lock, no round trip).
     fn len(&self) -> usize;
 
+    /// Live images, exactly as of now: a remote gallery counts what every replica wrote
+    /// (a round trip), where [`GalleryStore::len`] may lag other replicas' writes.
+    fn count(&self) -> Result<usize> {
+        Ok(self.len())
+    }
+
     /// True when no image is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -27,6 +33,12 @@ pub trait GalleryStore: Send + Sync {
 
     /// Embedding dimension.
     fn dim(&self) -> usize;
+
+    /// The model whose embeddings it holds, when recorded.
+    fn model(&self) -> Option<ModelIdentity>;
+
+    /// The search backend's name (`flat`, `faiss-hnsw`, `milvus-hnsw`, ...).
+    fn backend(&self) -> String;
 
     /// Refuses embeddings of another model than the gallery's.
     fn check_model(&self, model: &ModelIdentity) -> Result<()>;
@@ -156,6 +168,14 @@ impl GalleryStore for LocalGallery {
 
     fn dim(&self) -> usize {
         self.read().config().dim
+    }
+
+    fn model(&self) -> Option<ModelIdentity> {
+        self.read().config().model.clone()
+    }
+
+    fn backend(&self) -> String {
+        self.read().backend_name().to_owned()
     }
 
     fn check_model(&self, model: &ModelIdentity) -> Result<()> {

@@ -140,7 +140,8 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
 pub struct IndexArgs {
     /// Directory of images (searched recursively; symlinks are not followed).
     dir: PathBuf,
-    /// Store directory (created if missing, with the model's dimension and identity).
+    /// Store directory (created if missing, with the model's dimension and identity), or
+    /// `milvus://HOST:PORT/COLLECTION[?index=hnsw|flat]` (built with `--features milvus`).
     #[arg(long, env = "SETR_STORE")]
     store: PathBuf,
     #[command(flatten)]
@@ -201,9 +202,9 @@ pub fn index(args: IndexArgs) -> Result<()> {
     let encoder = args.model.load(None)?;
     let identity = encoder.identity().clone();
     // An existing store must hold this model's embeddings; a new one records it.
-    let store = open_store_for(&args.store, &encoder)?;
-    let engine = Engine::new(
-        store,
+    let gallery = crate::gallery::open_for(&args.store, &encoder, None)?;
+    let engine = Engine::with_gallery(
+        gallery,
         Some(std::sync::Arc::new(encoder)),
         Rerankers::default(),
         args.model.engine_options(),

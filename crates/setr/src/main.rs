@@ -19,6 +19,7 @@ mod bench_rerank;
 mod bench_serve;
 mod encode;
 mod eval;
+mod gallery;
 mod random;
 mod rerank;
 mod serve;
@@ -32,7 +33,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use setr_core::{ImageId, Strategy};
 use setr_engine::types::{ImageInput, SearchRequest};
-use setr_index::{BackendConfig, Store};
+use setr_index::BackendConfig;
 
 /// Composed image retrieval: reference image + modification text -> target image.
 #[derive(Parser, Debug)]
@@ -111,7 +112,7 @@ struct SynthArgs {
 
 #[derive(clap::Args, Debug)]
 struct SearchArgs {
-    /// Store directory.
+    /// Store directory, or `milvus://HOST:PORT/COLLECTION` (built with `--features milvus`).
     #[arg(long, env = "SETR_STORE")]
     store: PathBuf,
     /// Image-side query: a reference image file, encoded by the store's model.
@@ -270,8 +271,7 @@ fn read_embedding(path: &PathBuf) -> Result<Vec<f32>> {
 
 fn search(args: SearchArgs) -> Result<()> {
     let started = Instant::now();
-    let store =
-        Store::open(&args.store).with_context(|| format!("opening {}", args.store.display()))?;
+    let store = gallery::open_existing(&args.store, None)?;
     let stored = |id: Option<u64>| id.map(|id| store.embedding(ImageId(id))).transpose();
     let file = |path: &Option<PathBuf>| path.as_ref().map(read_embedding).transpose();
     let image_embedding = file(&args.image_embedding)?;
@@ -279,12 +279,12 @@ fn search(args: SearchArgs) -> Result<()> {
         Some(v) => Some(v),
         None => file(&args.text_embedding)?,
     };
-    // The store's own model unless --model says otherwise; the engine checks that the
-    // query lives in the store's embedding space.
+    // The gallery's own model unless --model says otherwise; the engine checks that the
+    // query lives in the gallery's embedding space.
     let encoder = if args.image.is_some() || args.text.is_some() {
-        let recorded = store.config().model.as_ref().map(|m| m.source.clone());
+        let recorded = store.model().map(|m| m.source);
         let reference = args.model.model.clone().or(recorded).context(
-            "the store records no model (its embeddings were not made by `setr index`); pass --model",
+            "the gallery records no model (its embeddings were not made by `setr index`); pass --model",
         )?;
         Some(std::sync::Arc::new(args.model.load(Some(&reference))?))
     } else {
@@ -299,8 +299,8 @@ fn search(args: SearchArgs) -> Result<()> {
         setr_engine::Rerankers::default()
     };
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let backend = store.backend_name();
-    let engine = std::sync::Arc::new(setr_engine::Engine::new(
+    let backend = store.backend();
+    let engine = std::sync::Arc::new(setr_engine::Engine::with_gallery(
         store,
         encoder,
         rerankers,

@@ -2,9 +2,11 @@
 //! flags), the demo gallery on first start, then the HTTP server.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use setr_engine::{GalleryStore, LocalGallery};
 use setr_index::Store;
 use setr_server::{AppState, ServerConfig};
 
@@ -17,6 +19,8 @@ const DEFAULT_CONFIG: &str = include_str!("../../../configs/default.toml");
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     store: Option<PathBuf>,
+    /// Where a Milvus gallery's uploaded images are kept (shared by its replicas).
+    uploads_dir: Option<PathBuf>,
     model: Option<String>,
     demo_images: Option<usize>,
     demo_gallery: Option<PathBuf>,
@@ -52,9 +56,14 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "SETR_LISTEN")]
     listen: Option<String>,
-    /// Gallery store directory.
+    /// Gallery store directory, or `milvus://HOST:PORT/COLLECTION[?index=hnsw|flat]` (built
+    /// with `--features milvus`): any number of replicas serve one collection.
     #[arg(long, env = "SETR_STORE")]
     store: Option<PathBuf>,
+    /// Where a Milvus gallery keeps uploaded images, by content hash: a directory every
+    /// replica reads (default: TMPDIR/setr-uploads/COLLECTION).
+    #[arg(long, env = "SETR_UPLOADS_DIR")]
+    uploads_dir: Option<PathBuf>,
     /// Encoder checkpoint (directory or hub id); "none" serves stored ids only.
     #[arg(long, env = "SETR_MODEL")]
     model: Option<String>,
@@ -184,13 +193,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         Some(m) => Some(encoder_args(m, &args, &file, &server).load(None)?),
         None => None,
     };
-    let store = open_or_build_store(&store_dir, encoder.as_ref(), &args, &file)?;
+    let gallery = open_or_build_gallery(&store_dir, encoder.as_ref(), &args, &file)?;
     let rerankers = reranker_config(args, file)?.load()?;
     for r in &rerankers.refused {
         eprintln!("plugin refused: {} ({})", r["path"], r["why"]);
     }
-    let engine = setr_engine::Engine::new(
-        store,
+    let engine = setr_engine::Engine::with_gallery(
+        gallery,
         encoder.map(std::sync::Arc::new),
         rerankers,
         server.engine_options(),
@@ -273,23 +282,31 @@ fn encoder_args(
     }
 }
 
-/// The store at `dir`, or on first start (no store yet, a model, `demo_images` > 0) a
-/// synthetic demo gallery rendered and indexed into a new one.
-fn open_or_build_store(
+/// The gallery at `dir` (a Milvus one is used as it is), or on first start of a local one
+/// (no store yet, a model, `demo_images` > 0) a synthetic demo gallery rendered and
+/// indexed into a new store.
+fn open_or_build_gallery(
     dir: &std::path::Path,
     encoder: Option<&setr_models::ImageTextEncoder>,
     args: &ServeArgs,
     file: &FileConfig,
-) -> Result<Store> {
+) -> Result<Arc<dyn GalleryStore>> {
+    if crate::gallery::milvus_url(dir).is_some() {
+        let uploads = args.uploads_dir.as_deref().or(file.uploads_dir.as_deref());
+        return match encoder {
+            Some(encoder) => crate::gallery::open_for(dir, encoder, uploads),
+            None => crate::gallery::open_existing(dir, uploads),
+        };
+    }
     let missing = match Store::open(dir) {
-        Ok(store) => return Ok(store),
+        Ok(store) => return Ok(Arc::new(LocalGallery::new(store))),
         Err(e @ setr_index::IndexError::Missing(_)) => e,
         Err(e) => return Err(e).with_context(|| format!("opening {}", dir.display())),
     };
     let Some(encoder) = encoder else {
         return Err(missing).with_context(|| format!("opening {}", dir.display()));
     };
-    let gallery = setr_engine::LocalGallery::new(open_store_for(dir, encoder)?);
+    let gallery = LocalGallery::new(open_store_for(dir, encoder)?);
     let demo_images = args.demo_images.or(file.demo_images).unwrap_or(0);
     if demo_images > 0 {
         let images_dir = file
@@ -317,7 +334,7 @@ fn open_or_build_store(
         add_files(&gallery, encoder, &files, 32, &limits, &bar)?;
         bar.finish_and_clear();
     }
-    Ok(gallery.into_inner())
+    Ok(Arc::new(gallery))
 }
 
 /// The second stage: the VLM when configured (with its options), then every plugin.
