@@ -274,10 +274,21 @@ impl crate::Engine {
         dir: &Path,
         progress: &dyn Fn(&IndexReport),
     ) -> Result<IndexReport, EngineError> {
+        self.index_shard(dir, Shard::ALL, progress)
+    }
+
+    /// [`Engine::index_files`] of one [`Shard`] of the tree only.
+    pub fn index_shard(
+        &self,
+        dir: &Path,
+        shard: Shard,
+        progress: &dyn Fn(&IndexReport),
+    ) -> Result<IndexReport, EngineError> {
         let encoder = self.encoder().ok_or_else(|| {
             EngineError::Unavailable("no model is configured: nothing can be indexed".into())
         })?;
-        let (files, symlinks) = image_files(dir)?;
+        let (mut files, symlinks) = image_files(dir)?;
+        files.retain(|f| shard.keeps(dir, f));
         let batch = self.options().encoder_batch.max(1) * 4;
         let limits = self.options().limits.decode();
         let with_dir = |r: &IndexReport| {
@@ -329,5 +340,84 @@ mod tests {
             vec![tmp.path().join("a.jpg"), tmp.path().join("sub/b.PNG")]
         );
         assert_eq!(symlinks, 2);
+    }
+}
+
+/// One of `count` disjoint parts of a directory tree, so that `count` machines can index
+/// one tree into one (shared) gallery in parallel. A file belongs to part
+/// `sha256(its path relative to the tree) mod count`: the same on every machine whatever
+/// the tree's mount point, and about even whatever the names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, `0..count`.
+    pub index: usize,
+    /// Number of parts.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole tree.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `I/N` with `0 <= I < N`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("`{text}` is not a shard: expected I/N with 0 <= I < N (e.g. 0/4)");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// True when `file` (under `root`) belongs to this part.
+    pub fn keeps(&self, root: &Path, file: &Path) -> bool {
+        if self.count <= 1 {
+            return true;
+        }
+        let relative = file.strip_prefix(root).unwrap_or(file);
+        let hash = content_hash(relative.as_os_str().as_encoded_bytes());
+        let head = hash.trim_start_matches("sha256:").get(..16).unwrap_or("0");
+        let value = u64::from_str_radix(head, 16).unwrap_or(0);
+        value % self.count as u64 == self.index as u64
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_a_tree_into_disjoint_parts_that_cover_it() {
+        let root = Path::new("/data/images");
+        let files: Vec<PathBuf> = (0..300)
+            .map(|i| root.join(format!("d{}/img_{i}.png", i % 7)))
+            .collect();
+        let parts: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
+        let mut sizes = Vec::new();
+        for file in &files {
+            let owners = parts.iter().filter(|s| s.keeps(root, file)).count();
+            assert_eq!(owners, 1, "{}", file.display());
+        }
+        for part in &parts {
+            sizes.push(files.iter().filter(|f| part.keeps(root, f)).count());
+        }
+        assert!(sizes.iter().all(|&n| (60..=140).contains(&n)), "{sizes:?}");
+        // The mount point does not matter, only the path under it.
+        let elsewhere = Path::new("/mnt/x");
+        for file in &files {
+            let moved = elsewhere.join(file.strip_prefix(root).unwrap());
+            assert_eq!(
+                parts[1].keeps(root, file),
+                parts[1].keeps(elsewhere, &moved)
+            );
+        }
+        assert_eq!(Shard::parse("2/4"), Ok(Shard { index: 2, count: 4 }));
+        for bad in ["4/4", "1", "a/2", "1/0", "-1/3"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
     }
 }

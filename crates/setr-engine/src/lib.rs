@@ -41,7 +41,7 @@ pub use config::{EncoderConfig, EngineOptions, Limits, RerankerConfig, Rerankers
 pub use encoder::EncoderHandle;
 pub use engine::{Engine, Work};
 pub use error::{EngineError, Result};
-pub use indexing::{add_files, image_files, IndexJob, IndexReport, JobState};
+pub use indexing::{add_files, image_files, IndexJob, IndexReport, JobState, Shard};
 pub use metrics::Metrics;
 pub use scan::ScanBatcher;
 pub use search::{MAX_K, MAX_RERANK_K};

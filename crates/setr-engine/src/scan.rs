@@ -8,14 +8,14 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use setr_core::{ComposedQuery, Hit, Strategy};
+use setr_core::{ComposedQuery, Strategy};
 use tokio::sync::oneshot;
 
-use setr_index::GalleryStore;
+use setr_index::{CoarseList, GalleryStore};
 
 use crate::{EngineError, Metrics, Result};
 
-type Reply = oneshot::Sender<Result<Vec<Hit>>>;
+type Reply = oneshot::Sender<Result<CoarseList>>;
 
 struct Job {
     query: ComposedQuery,
@@ -58,13 +58,14 @@ impl ScanBatcher {
         ScanBatcher { sender }
     }
 
-    /// The top `k` hits of `query` under `strategy` (batched with concurrent searches).
+    /// The top `k` hits of `query` under `strategy` (batched with concurrent searches),
+    /// with whether they are exact.
     pub async fn search(
         &self,
         query: ComposedQuery,
         strategy: Strategy,
         k: usize,
-    ) -> Result<Vec<Hit>> {
+    ) -> Result<CoarseList> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             query,
@@ -115,26 +116,30 @@ fn by_strategy(jobs: Vec<Job>) -> Vec<Vec<Job>> {
 fn scan(gallery: &dyn GalleryStore, jobs: Vec<Job>) {
     let store = gallery;
     let strategy = jobs[0].strategy;
-    let k = jobs.iter().map(|j| j.k).max().unwrap_or(1).min(store.len());
+    let limit = store.search_limit();
+    let k = jobs.iter().map(|j| j.k).max().unwrap_or(1).min(limit);
     if k == 0 {
         for job in jobs {
-            let _ = job.reply.send(Ok(Vec::new()));
+            let _ = job.reply.send(Ok(CoarseList {
+                exact: true,
+                ..CoarseList::default()
+            }));
         }
         return;
     }
     let (queries, jobs): (Vec<ComposedQuery>, Vec<(usize, Reply)>) =
         jobs.into_iter().map(|j| (j.query, (j.k, j.reply))).unzip();
-    match store.search(&queries, strategy, k) {
+    match store.search_lists(&queries, strategy, k) {
         Ok(lists) => {
-            for ((k, reply), mut hits) in jobs.into_iter().zip(lists) {
-                hits.truncate(k);
-                let _ = reply.send(Ok(hits));
+            for ((k, reply), mut list) in jobs.into_iter().zip(lists) {
+                list.hits.truncate(k);
+                let _ = reply.send(Ok(list));
             }
         }
         Err(_) if jobs.len() > 1 => {
             for (query, (k, reply)) in queries.iter().zip(jobs) {
                 let one = store
-                    .search(std::slice::from_ref(query), strategy, k.min(store.len()))
+                    .search_lists(std::slice::from_ref(query), strategy, k.min(limit))
                     .map(|mut lists| lists.pop().unwrap_or_default())
                     .map_err(EngineError::from);
                 let _ = reply.send(one);

@@ -65,9 +65,10 @@ impl Engine {
         let k = req.k;
         let coarse_k = rerank.as_ref().map_or(k, |r| r.k.max(k));
         let t = Instant::now();
-        let hits = work
+        let coarse = work
             .within(self.scan.search(encoded.query, strategy, coarse_k))
             .await?;
+        let (hits, exact, depth) = (coarse.hits, coarse.exact, coarse.depth);
         timings.insert("search_ms".into(), ms(t));
         let (ranked, per_reranker, reranker_errors) = match rerank {
             Some(r) => {
@@ -101,6 +102,8 @@ impl Engine {
         }
         Ok(SearchResponse {
             strategy,
+            exact,
+            depth,
             results,
             reranker_errors,
             timings,

@@ -184,6 +184,13 @@ pub struct SearchResponse {
     /// The strategy used.
     #[schema(value_type = String)]
     pub strategy: Strategy,
+    /// The coarse stage's list is the gallery's exact top-k under the strategy (a flat
+    /// scan; an intersection on Milvus proven by its threshold test); false for an
+    /// approximate index (faiss, Milvus HNSW without a proof).
+    pub exact: bool,
+    /// How deep the coarse stage read: `k` of one list; an intersection on Milvus reads
+    /// `depth` candidates per side.
+    pub depth: usize,
     /// Best first.
     pub results: Vec<SearchResult>,
     /// Rerankers that failed for this request.

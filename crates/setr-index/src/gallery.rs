@@ -26,6 +26,13 @@ pub trait GalleryStore: Send + Sync {
         Ok(self.len())
     }
 
+    /// The largest `k` worth asking of [`GalleryStore::search`]: the row count of a local
+    /// gallery; a remote one's own limit (it answers fewer hits when it holds fewer, and
+    /// its row count as this replica last saw it may lag other replicas' adds).
+    fn search_limit(&self) -> usize {
+        self.len()
+    }
+
     /// True when no image is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -50,6 +57,27 @@ pub trait GalleryStore: Send + Sync {
         strategy: Strategy,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>>;
+
+    /// [`GalleryStore::search`] with what each answer is worth: whether it is the exact
+    /// top-k and how deep the search read. Locally the flat and CUDA scans are exact and
+    /// the faiss indexes approximate; a remote gallery says per query.
+    fn search_lists(
+        &self,
+        queries: &[ComposedQuery],
+        strategy: Strategy,
+        k: usize,
+    ) -> Result<Vec<CoarseList>> {
+        let exact = matches!(self.backend().as_str(), "flat" | "cuda");
+        Ok(self
+            .search(queries, strategy, k)?
+            .into_iter()
+            .map(|hits| CoarseList {
+                hits,
+                exact,
+                depth: k,
+            })
+            .collect())
+    }
 
     /// Adds images durably; an image whose content hash is stored is a duplicate.
     fn add_batch(&self, images: Vec<NewImage>) -> Result<Vec<AddOutcome>>;
@@ -107,6 +135,19 @@ pub trait GalleryStore: Send + Sync {
             .next()
             .ok_or_else(|| IndexError::InvalidInput("the store answered no outcome".into()))
     }
+}
+
+/// One query's coarse answer with what it is worth.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoarseList {
+    /// Best first.
+    pub hits: Vec<Hit>,
+    /// The hits are the gallery's exact top-k under the strategy (an exhaustive scan, or a
+    /// remote intersection whose threshold test proved it); false for approximate indexes.
+    pub exact: bool,
+    /// Candidates read per side to answer: `k` for one list; a remote intersection's
+    /// `k'`.
+    pub depth: usize,
 }
 
 /// `sha256:<hex>` of the bytes: the content hash every gallery deduplicates by.

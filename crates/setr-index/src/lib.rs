@@ -22,7 +22,7 @@ mod vectors;
 
 pub use config::{BackendConfig, StoreConfig};
 pub use error::IndexError;
-pub use gallery::{content_hash, GalleryStore, LocalGallery};
+pub use gallery::{content_hash, CoarseList, GalleryStore, LocalGallery};
 pub use setr_core::{BackendError, FlatBackend, SearchBackend};
 pub use store::{
     AddOutcome, ImageRecord, NewImage, StagedAdd, StagedDelete, Store, FORMAT_VERSION,

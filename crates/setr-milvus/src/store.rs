@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use setr_core::{ComposedQuery, Hit, ImageId, ModelIdentity, Strategy};
-use setr_index::{AddOutcome, GalleryStore, ImageRecord, IndexError, NewImage};
+use setr_index::{AddOutcome, CoarseList, GalleryStore, ImageRecord, IndexError, NewImage};
 
 use crate::{IndexKind, MilvusError, MilvusGallery};
 
@@ -50,6 +50,10 @@ impl GalleryStore for MilvusGallery {
         Ok(MilvusGallery::len(self)?)
     }
 
+    fn search_limit(&self) -> usize {
+        crate::rows::MAX_WINDOW
+    }
+
     fn dim(&self) -> usize {
         self.dim
     }
@@ -75,13 +79,25 @@ impl GalleryStore for MilvusGallery {
         strategy: Strategy,
         k: usize,
     ) -> IndexResult<Vec<Vec<Hit>>> {
+        let lists = self.search_lists(queries, strategy, k)?;
+        Ok(lists.into_iter().map(|l| l.hits).collect())
+    }
+
+    fn search_lists(
+        &self,
+        queries: &[ComposedQuery],
+        strategy: Strategy,
+        k: usize,
+    ) -> IndexResult<Vec<CoarseList>> {
         let ranked = MilvusGallery::search(self, queries, strategy, k)?;
-        // An intersection whose threshold test ran out of depth answers its best list
-        // anyway (Milvus' topk limit); it is logged, not refused.
-        for r in ranked.iter().filter(|r| !r.exact) {
-            tracing::debug!(depth = r.depth, %strategy, "milvus top-k not proven exact");
-        }
-        Ok(ranked.into_iter().map(|r| r.hits).collect())
+        Ok(ranked
+            .into_iter()
+            .map(|r| CoarseList {
+                hits: r.hits,
+                exact: r.exact,
+                depth: r.depth,
+            })
+            .collect())
     }
 
     fn add_batch(&self, images: Vec<NewImage>) -> IndexResult<Vec<AddOutcome>> {

@@ -144,6 +144,10 @@ pub struct IndexArgs {
     /// `milvus://HOST:PORT/COLLECTION[?index=hnsw|flat]` (built with `--features milvus`).
     #[arg(long, env = "SETR_STORE")]
     store: PathBuf,
+    /// Index only part I of N of the tree (`I/N`), so that N machines index one tree into
+    /// one Milvus gallery in parallel; a file's part depends only on its path under DIR.
+    #[arg(long, value_parser = setr_engine::Shard::parse, default_value = "0/1")]
+    shard: setr_engine::Shard,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -210,7 +214,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
         args.model.engine_options(),
     )?;
     let bar = progress(0, "images");
-    let done = engine.index_files(&args.dir, &|r| {
+    let done = engine.index_shard(&args.dir, args.shard, &|r| {
         bar.set_length(r.files as u64);
         bar.set_position(r.processed as u64);
     })?;
@@ -221,6 +225,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let out = json!({
         "store": args.store,
+        "shard": format!("{}/{}", args.shard.index, args.shard.count),
         "model": identity,
         "files": done.files,
         "added": done.added,

@@ -12,7 +12,7 @@ use setr_core::{Cancel, ComposedQuery, Hit, ImageId, Strategy};
 use setr_engine::{Engine, Rerankers};
 use setr_eval::{Dataset, Metrics};
 
-use crate::encode::{add_files, open_store_for, progress, ModelArgs};
+use crate::encode::{add_files, progress, ModelArgs};
 use crate::rerank::RerankArgs;
 
 /// Which benchmark format.
@@ -47,7 +47,8 @@ pub struct EvalArgs {
     /// CIRCO image index (default: `image_ids.json` beside the annotations, or COCO's).
     #[arg(long)]
     image_index: Option<PathBuf>,
-    /// Gallery store directory, reused across runs (default: under data/eval/).
+    /// Gallery store directory, reused across runs (default: under data/eval/), or
+    /// `milvus://HOST:PORT/COLLECTION[?index=hnsw|flat]` (one dataset; `--features milvus`).
     #[arg(long)]
     store: Option<PathBuf>,
     /// Coarse strategies to score.
@@ -180,14 +181,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         );
         let store_dir = match &args.store {
             Some(s) if datasets.len() == 1 => s.clone(),
+            Some(s) if crate::gallery::milvus_url(s).is_some() => {
+                bail!("one Milvus collection holds one benchmark's gallery: evaluate one dataset at a time with a Milvus --store")
+            }
             Some(s) => s.join(&name),
             None => PathBuf::from("data/eval").join(format!(
                 "{name}-{}",
                 encoder.identity().fingerprint.trim_start_matches("sha256:")
             )),
         };
-        let engine = Engine::new(
-            open_store_for(&store_dir, &encoder)?,
+        let engine = Engine::with_gallery(
+            crate::gallery::open_for(&store_dir, &encoder, None)?,
             Some(encoder.clone()),
             rerankers.clone(),
             args.model.engine_options(),
@@ -238,10 +242,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         encode_ms += started.elapsed().as_secs_f64() * 1e3;
         total_queries += queries.len();
         // CIRR's subset metric needs the whole ranking; elsewhere 51 is enough.
+        // A remote gallery caps the depth at its own limit (Milvus: 16384).
         let depth = match dataset.format {
             setr_eval::Format::Cirr => store.len(),
             _ => 51.min(store.len()),
         }
+        .min(store.search_limit())
         .max(1);
         let to_names = |hits: &[Hit]| -> Vec<String> {
             hits.iter()

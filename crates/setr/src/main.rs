@@ -15,6 +15,8 @@ macro_rules! outln {
 mod bench;
 mod bench_encode;
 mod bench_gallery;
+#[cfg(feature = "milvus")]
+mod bench_milvus;
 mod bench_rerank;
 mod bench_serve;
 mod encode;
@@ -164,6 +166,10 @@ enum BenchCommand {
     /// Load test of `setr serve` on loopback: latency at fixed rates, sustained QPS, RSS
     /// over a soak, searches with reranking.
     Serve(bench_serve::ServeBenchArgs),
+    /// The gallery in Milvus (FLAT and HNSW) against the local flat store on the same
+    /// embeddings: latency, recall@10, intersections proven exact, insert throughput.
+    #[cfg(feature = "milvus")]
+    Milvus(bench_milvus::MilvusBenchArgs),
 }
 
 /// True when the error is a write to a closed pipe.
@@ -216,6 +222,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Encode(args)) => bench_encode::encode(args),
         Command::Bench(BenchCommand::Rerank(args)) => bench_rerank::rerank(args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::serve(args),
+        #[cfg(feature = "milvus")]
+        Command::Bench(BenchCommand::Milvus(args)) => bench_milvus::milvus(args),
     }
 }
 

@@ -578,3 +578,49 @@ fn eval_scores_every_strategy_and_the_reranked_row_on_a_synthetic_split() {
     assert_eq!(sub["version"], "rc2");
     assert_eq!(sub["metric"], "recall");
 }
+
+#[test]
+fn index_shards_split_a_tree_into_parts_that_add_up_to_the_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let store = store.to_str().unwrap();
+    let images = fixtures().join("images");
+    let images = images.to_str().unwrap();
+    let mut files = 0;
+    let mut added = 0;
+    for shard in ["0/2", "1/2"] {
+        let (ok, out, err) = setr(&[
+            "index",
+            images,
+            "--store",
+            store,
+            "--shard",
+            shard,
+            "--model",
+            &model("clip-a"),
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(out["shard"], shard, "{out}");
+        files += out["files"].as_u64().unwrap();
+        added += out["added"].as_u64().unwrap() + out["duplicates"].as_u64().unwrap();
+    }
+    // Every fixture image decodes but four (see the test above); each file in one part.
+    let all = std::fs::read_dir(fixtures().join("images"))
+        .unwrap()
+        .count() as u64;
+    assert_eq!(files, all);
+    let (ok, whole, err) = setr(&[
+        "index",
+        images,
+        "--store",
+        store,
+        "--model",
+        &model("clip-a"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(whole["added"], 0, "{whole}");
+    assert_eq!(whole["gallery"], added, "{whole}");
+    assert_eq!(added, all - 4);
+    let (ok, _, err) = setr(&["index", images, "--store", store, "--shard", "2/2"]);
+    assert!(!ok && err.contains("not a shard"), "{err}");
+}

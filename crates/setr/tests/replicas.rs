@@ -14,6 +14,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 mod common;
+use common::model;
 use common::server::{http, start, Server};
 
 /// HOST:PORT of the test server.
@@ -73,6 +74,8 @@ fn neighbours(addr: &str, id: u64) -> Vec<u64> {
         None,
     );
     assert_eq!(status, 200, "{body}");
+    // A flat Milvus index is exact.
+    assert_eq!(body["exact"], true, "{body}");
     body["results"]
         .as_array()
         .unwrap()
@@ -106,13 +109,31 @@ fn an_add_through_one_replica_is_seen_through_the_other_and_a_delete_too() {
         assert_eq!(status, 201, "{added}");
         ids.push(added["id"].as_u64().unwrap());
     }
-    // Strong reads: the next request to B sees A's acknowledged adds.
-    assert_eq!(total(&b.addr), 4);
+    // Strong reads: the next request to B sees A's acknowledged adds (B started on an
+    // empty collection and has not counted it since).
     for &id in &ids {
         assert_eq!(neighbours(&b.addr, id)[0], id);
         let (status, record) = http(&b.addr, "GET", &format!("/v1/images/{id}"), None, None);
         assert_eq!(status, 200, "{record}");
     }
+    assert_eq!(total(&b.addr), 4);
+    // An intersection reads two lists and proves its top-k.
+    let (status, body) = http(
+        &b.addr,
+        "POST",
+        "/v1/search",
+        Some(
+            &json!({"image": {"id": ids[1]}, "text": "make it red", "strategy": "intersection", "k": 2}),
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["exact"], body["results"].as_array().unwrap().len()),
+        (&json!(true), 2),
+        "{body}"
+    );
+    assert!(body["depth"].as_u64().unwrap() >= 2, "{body}");
     let gone = ids[0];
     assert_eq!(
         http(&b.addr, "DELETE", &format!("/v1/images/{gone}"), None, None).0,
@@ -331,4 +352,29 @@ fn a_lost_database_answers_503_and_the_replica_recovers_by_itself() {
     }
     // The upload refused during the outage was not stored.
     assert_eq!(total(&server.addr), 1);
+}
+
+#[test]
+fn an_unreachable_milvus_at_start_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_setr"))
+        .args([
+            "search",
+            "--store",
+            "milvus://127.0.0.1:9/gone",
+            "--like",
+            "1",
+        ])
+        .args(["--model", &model("clip-a")])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = if cfg!(feature = "milvus") {
+        "Milvus is unavailable"
+    } else {
+        "built without Milvus support"
+    };
+    assert!(err.contains(expected), "{err}");
+    assert!(err.contains("milvus://127.0.0.1:9/gone"), "{err}");
 }

@@ -63,6 +63,8 @@ fn serve_end_to_end() {
         assert_eq!(status, 200, "{strategy}: {body}");
         assert_eq!(body["results"].as_array().unwrap().len(), 3, "{body}");
         assert!(body["timings"]["search_ms"].is_number());
+        // The local flat scan is exhaustive.
+        assert_eq!((&body["exact"], &body["depth"]), (&json!(true), &json!(3)));
     }
     // The reference image itself, uploaded as base64, finds itself first.
     let landscape = images.join("landscape.png");
