@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use setr_core::{l2_normalize, normal_values, ComposedQuery, Strategy};
 use setr_engine::{GalleryStore, LocalGallery};
 use setr_index::{CoarseList, NewImage, Store, StoreConfig};
-use setr_milvus::{Consistency, MilvusGallery, MilvusIndex};
+use setr_milvus::{Consistency, IndexKind, MilvusGallery, MilvusIndex};
 
 #[derive(clap::Args, Debug)]
 pub struct MilvusBenchArgs {
@@ -37,6 +37,10 @@ pub struct MilvusBenchArgs {
     /// Hits per query (recall@k is measured at this k).
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// HNSW search candidate lists to measure (Milvus `ef`; raised to 4 x the depth asked
+    /// when that is larger).
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    ef: Vec<usize>,
     /// Where the local store is written (removed afterwards).
     #[arg(long, default_value = "data/bench-milvus")]
     scratch: PathBuf,
@@ -125,18 +129,28 @@ fn measure(
     Ok((lists, row))
 }
 
+/// The content hashes of each list's hits (ids differ between galleries: the local store
+/// numbers rows, Milvus derives ids from hashes).
+fn hashes(gallery: &dyn GalleryStore, lists: &[CoarseList]) -> Result<Vec<Vec<String>>> {
+    lists
+        .iter()
+        .map(|l| {
+            let ids: Vec<_> = l.hits.iter().map(|h| h.id).collect();
+            Ok(gallery
+                .get_many(&ids)?
+                .into_iter()
+                .map(|r| r.and_then(|r| r.content_hash).unwrap_or_default())
+                .collect())
+        })
+        .collect()
+}
+
 /// Mean share of the exact top-k found.
-fn recall(truth: &[CoarseList], got: &[CoarseList]) -> f64 {
+fn recall(truth: &[Vec<String>], got: &[Vec<String>]) -> f64 {
     let per: Vec<f64> = truth
         .iter()
         .zip(got)
-        .map(|(t, g)| {
-            let found = g
-                .hits
-                .iter()
-                .filter(|h| t.hits.iter().any(|x| x.id == h.id));
-            found.count() as f64 / t.hits.len().max(1) as f64
-        })
+        .map(|(t, g)| g.iter().filter(|h| t.contains(h)).count() as f64 / t.len().max(1) as f64)
         .collect();
     per.iter().sum::<f64>() / per.len().max(1) as f64
 }
@@ -175,13 +189,18 @@ pub fn milvus(args: MilvusBenchArgs) -> Result<()> {
         let mut truth = Vec::new();
         for s in strategies {
             let (lists, row) = measure(&local, &qs, s, args.k)?;
-            truth.push(lists);
+            truth.push(hashes(&local, &lists)?);
             table.push((n, "-".to_string(), row));
         }
-        for (kind, index) in [
-            ("flat", MilvusIndex::flat()),
-            ("hnsw", MilvusIndex::default()),
-        ] {
+        let mut indexes = vec![("flat".to_string(), MilvusIndex::flat())];
+        for &ef in &args.ef {
+            let mut index = MilvusIndex::default();
+            if let IndexKind::Hnsw { ef: e, .. } = &mut index.kind {
+                *e = ef;
+            }
+            indexes.push((format!("hnsw_ef{ef}"), index));
+        }
+        for (kind, index) in indexes {
             let url = format!("milvus://{host}/bench_{kind}_{n}_{}", std::process::id());
             let mut gallery = MilvusGallery::connect(&url, Some(args.dim), None, index)
                 .with_context(|| format!("connecting to {url}"))?;
@@ -198,9 +217,9 @@ pub fn milvus(args: MilvusBenchArgs) -> Result<()> {
                 gallery.set_search_consistency(consistency);
                 for (s, exact) in strategies.iter().zip(&truth) {
                     let (lists, mut row) = measure(&gallery, &qs, *s, args.k)?;
-                    row.recall = recall(exact, &lists);
+                    row.recall = recall(exact, &hashes(&gallery, &lists)?);
                     let note = format!(
-                        "{consistency:?}, insert {insert:.0} rows/s, indexed after {indexed:.0} s"
+                        "{kind}, {consistency:?}, insert {insert:.0} rows/s, indexed after {indexed:.0} s"
                     );
                     table.push((n, note, row));
                 }

@@ -1,7 +1,8 @@
 //! Where a command's gallery lives: a store directory, or (built with the `milvus`
 //! feature) a Milvus collection named `milvus://HOST:PORT/COLLECTION`, optionally with
 //! `?index=hnsw` (the default: approximate, fast) or `?index=flat` (exact), which decides
-//! the index of a new collection and how it is searched.
+//! the index of a new collection and how it is searched, and `&ef=N`, HNSW's search
+//! candidate list (default 128; recall grows with it, and so does latency).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,14 +53,19 @@ fn milvus(
     uploads: Option<&Path>,
 ) -> Result<Arc<dyn GalleryStore>> {
     use setr_milvus::{MilvusGallery, MilvusIndex};
-    let (base, index) = match url.split_once('?') {
-        None => (url, MilvusIndex::default()),
-        Some((base, "index=hnsw")) => (base, MilvusIndex::default()),
-        Some((base, "index=flat")) => (base, MilvusIndex::flat()),
-        Some((_, other)) => {
-            anyhow::bail!("{url}: unknown option `{other}` (index=hnsw or index=flat)")
+    let (base, options) = url.split_once('?').unwrap_or((url, ""));
+    let mut index = MilvusIndex::default();
+    for option in options.split('&').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("index", "hnsw")) => index = MilvusIndex::default(),
+            Some(("index", "flat")) => index = MilvusIndex::flat(),
+            Some(("ef", n)) => match (&mut index.kind, n.parse::<usize>()) {
+                (setr_milvus::IndexKind::Hnsw { ef, .. }, Ok(n)) if n > 0 => *ef = n,
+                _ => anyhow::bail!("{url}: `ef` must be a positive number, after index=hnsw"),
+            },
+            _ => anyhow::bail!("{url}: unknown option `{option}` (index=hnsw|flat, ef=N)"),
         }
-    };
+    }
     let mut gallery = MilvusGallery::connect(base, None, model, index)
         .with_context(|| format!("opening the Milvus gallery {base}"))?;
     if let Some(dir) = uploads {
