@@ -22,7 +22,7 @@ pub use backend::{BackendError, FlatBackend, SearchBackend};
 pub use cancel::Cancel;
 pub use dot::{dot_f16, dot_f32, dots_f32};
 pub use error::CoreError;
-pub use query::{ComposedQuery, Plan, PreparedBatch, Strategy};
+pub use query::{intersection_score, ComposedQuery, Plan, PreparedBatch, Strategy};
 pub use random::normal_values;
 pub use rerank::{
     fuse, CandidateScore, Fusion, Ranked, RerankCandidate, RerankError, RerankErrorKind,

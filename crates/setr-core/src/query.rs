@@ -155,6 +155,19 @@ pub enum Plan {
     },
 }
 
+/// The intersection's score from the two z-scores: the soft AND
+/// `(1 - lambda) min(z_img, z_txt) + lambda (z_img + z_txt) / 2`. The one definition, used
+/// by every scan and by remote galleries that rescore candidates themselves.
+#[inline(always)]
+pub fn intersection_score(z_img: f32, z_txt: f32, lambda: f32) -> f32 {
+    let hard = z_img.min(z_txt);
+    if lambda == 0.0 {
+        hard
+    } else {
+        (1.0 - lambda) * hard + lambda * 0.5 * (z_img + z_txt)
+    }
+}
+
 impl Plan {
     /// The score of a row from its dot products with every prepared vector.
     #[inline(always)]
@@ -169,16 +182,11 @@ impl Plan {
                 a_txt,
                 b_txt,
                 lambda,
-            } => {
-                let zi = a_img * dots[v_img] + b_img;
-                let zt = a_txt * dots[v_txt] + b_txt;
-                let hard = zi.min(zt);
-                if lambda == 0.0 {
-                    hard
-                } else {
-                    (1.0 - lambda) * hard + lambda * 0.5 * (zi + zt)
-                }
-            }
+            } => intersection_score(
+                a_img * dots[v_img] + b_img,
+                a_txt * dots[v_txt] + b_txt,
+                lambda,
+            ),
         }
     }
 }

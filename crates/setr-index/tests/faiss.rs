@@ -20,10 +20,11 @@ fn recall(exact: &[Vec<Hit>], approx: &[Vec<Hit>]) -> f64 {
 }
 
 #[test]
-fn recall_at_10_on_40k_random_normal_gallery() {
+fn recall_at_10_on_100k_random_normal_gallery() {
     let tmp = tempfile::tempdir().unwrap();
-    // 40k rows keep CI short; the 1M-row numbers are in `setr bench search`.
-    let (n, dim) = (40_000u64, 512);
+    // Not fewer rows: at 40k the HNSW build (threaded, not deterministic) once calibrated
+    // to a recall of 0.945 on these queries.
+    let (n, dim) = (100_000u64, 512);
     let mut store = Store::create(tmp.path(), StoreConfig::new(dim)).unwrap();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         store

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use setr_core::{dot_f32, Hit, ImageId, Plan, PreparedBatch};
+use setr_core::{dot_f32, intersection_score, Hit, ImageId, Plan, PreparedBatch};
 
 use crate::rows::MAX_WINDOW;
 use crate::search::{missing, MilvusRanked, Reads};
@@ -49,15 +49,6 @@ struct Query {
     q: usize,
     sides: [Side; 2],
     lambda: f32,
-}
-
-fn combine(zi: f32, zt: f32, lambda: f32) -> f32 {
-    let hard = zi.min(zt);
-    if lambda == 0.0 {
-        hard
-    } else {
-        (1.0 - lambda) * hard + lambda * 0.5 * (zi + zt)
-    }
 }
 
 /// Answers every intersection plan of `batch` into `out`.
@@ -162,7 +153,7 @@ fn step(
         let (si, st) = (dot_f32(row, qi), dot_f32(row, qt));
         hits.push(Hit {
             id: ImageId(*id),
-            score: combine(z(img, si), z(txt, st), query.lambda),
+            score: intersection_score(z(img, si), z(txt, st), query.lambda),
         });
     }
     hits.sort_by(Hit::rank_cmp);
@@ -191,7 +182,7 @@ fn step(
             depth,
         }));
     };
-    let bound = combine(ti, tt, query.lambda);
+    let bound = intersection_score(ti, tt, query.lambda);
     if hits.len() == k && hits[k - 1].score > bound {
         return Ok(Step::Done(MilvusRanked {
             hits,
