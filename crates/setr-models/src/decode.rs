@@ -9,8 +9,10 @@
 //! intermediate copy. Peak: the file, the decoder's buffer (at most `max_alloc`) and the
 //! RGB8 output (3 bytes a pixel).
 //!
-//! 8-bit conversions follow Pillow (what Hugging Face's processors see): 16-bit grey is
-//! clipped to 255 (`I;16` to `L`), 16-bit colour and grey-with-alpha keep the high byte.
+//! JPEG goes to libjpeg-turbo, Pillow's own decoder (see [`crate::jpeg`]), the other
+//! formats to the image crate. 8-bit conversions follow Pillow (what Hugging Face's
+//! processors see): 16-bit grey is clipped to 255 (`I;16` to `L`), 16-bit colour and
+//! grey-with-alpha keep the high byte.
 
 use std::io::Cursor;
 
@@ -87,6 +89,9 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             "truncated JPEG (no end-of-image marker after the last scan)".into(),
         ));
     }
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(bytes, limits);
+    }
     let stripped;
     let bytes = if format == ImageFormat::Png {
         stripped = strip_png_metadata(bytes)?;
@@ -129,6 +134,19 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     // Orientation after the conversion: rotating RGB8 copies 3 bytes a pixel, not the
     // decoder's (up to 8).
     let mut image = DynamicImage::ImageRgb8(to_rgb_on_white(image));
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    Ok(image.into_rgb8())
+}
+
+/// A JPEG decoded by libjpeg-turbo (Pillow's decoder, see [`crate::jpeg`]), upright by its
+/// EXIF orientation (an unreadable one is ignored, as for the other formats).
+fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    let orientation =
+        crate::jpeg::exif(bytes).and_then(image::metadata::Orientation::from_exif_chunk);
+    let rgb = crate::jpeg::decode_rgb8(bytes, limits)?;
+    let mut image = DynamicImage::ImageRgb8(rgb);
     if let Some(orientation) = orientation {
         image.apply_orientation(orientation);
     }

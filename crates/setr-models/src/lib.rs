@@ -13,6 +13,8 @@ mod clip;
 mod decode;
 mod encoder;
 mod error;
+mod gemm;
+pub mod jpeg;
 pub mod lora;
 mod preprocess;
 pub mod qwen3vl;

@@ -1,9 +1,13 @@
 //! The pre-norm transformer encoder shared by the CLIP and SigLIP towers (HF key names:
 //! `layers.N.{layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use serde::Deserialize;
+
+use crate::gemm::{Epilogue, PackedLinear};
 
 /// MLP activations found in CLIP-family configs (`hidden_act`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -42,31 +46,73 @@ pub struct EncoderShape {
 
 /// `y = x Wᵀ + b` over the last dimension. Unlike candle_nn's `Linear`, which runs one
 /// small matmul per batch item for 3-D inputs, the leading dimensions are flattened into
-/// one `[rows, in] x [in, out]` product: one large gemm parallelises far better.
+/// one `[rows, in] x [in, out]` product. On the CPU in f32 the weights are packed once at
+/// load ([`PackedLinear`]) and the product runs on setr's own kernel.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// The weights packed for the CPU kernel (CPU f32 layers made by [`linear`] and
+    /// [`linear_no_bias`]); `weight` is then an empty placeholder, so the memory is not
+    /// doubled.
+    packed: Option<Arc<PackedLinear>>,
 }
 
-/// Up to this many input rows, a CPU f32 linear streams the weights once through dot
-/// products instead of calling gemm: gemm packs the whole weight matrix on every call, which
-/// costs more than the product itself when a query has a dozen tokens.
+/// Up to this many input rows, a CPU f32 linear without packed weights streams the weights
+/// once through dot products instead of calling gemm: gemm packs the whole weight matrix
+/// on every call, which costs more than the product itself when a query has a dozen tokens.
 const STREAM_ROWS: usize = 32;
 
 impl Linear {
-    /// A linear layer from its weight `[out, in]` and optional bias `[out]`.
+    /// A linear layer from its weight `[out, in]` and optional bias `[out]`, used as it is
+    /// (never packed: a weight shared with an embedding table would be copied).
     pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            packed: None,
+        }
+    }
+
+    /// A layer whose CPU f32 weights are packed for [`PackedLinear`]; other devices and
+    /// dtypes keep the tensors.
+    fn packed(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        if !(weight.device().is_cpu() && weight.dtype() == DType::F32) {
+            return Ok(Linear::from_weight(weight, bias));
+        }
+        let (output, input) = weight.dims2()?;
+        let w: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+        let b: Option<Vec<f32>> = bias.as_ref().map(|b| b.to_vec1()).transpose()?;
+        let packed = PackedLinear::new(&w, b.as_deref(), output, input);
+        Ok(Linear {
+            weight: Tensor::zeros((0, input), DType::F32, &Device::Cpu)?,
+            bias: None,
+            packed: Some(Arc::new(packed)),
+        })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with(xs, Epilogue::None)
+    }
+
+    /// `epilogue(x Wᵀ + b)`: fused into the packed kernel's stores when there is one.
+    pub fn forward_with(&self, xs: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
         let (last, lead) = dims
             .split_last()
             .ok_or_else(|| candle_core::Error::Msg("linear on a scalar".into()))?;
         let rows: usize = lead.iter().product();
         let flat = xs.reshape((rows, *last))?;
+        let mut shape = lead.to_vec();
+        if let Some(packed) = self.packed.as_ref().filter(|_| xs.dtype() == DType::F32) {
+            if packed.input() != *last {
+                candle_core::bail!("linear expects {} inputs, got {last}", packed.input());
+            }
+            let x: Vec<f32> = flat.flatten_all()?.to_vec1()?;
+            shape.push(packed.output());
+            let y = packed.forward(&x, rows, epilogue);
+            return Tensor::from_vec(y, shape, xs.device());
+        }
         let out_dim = self.weight.dim(0)?;
         let mut out = if rows <= STREAM_ROWS && xs.device().is_cpu() && xs.dtype() == DType::F32 {
             self.stream_rows(&flat, rows, *last, out_dim)?
@@ -77,10 +123,13 @@ impl Linear {
             }
             out
         };
-        let mut shape = lead.to_vec();
+        out = match epilogue {
+            Epilogue::None => out,
+            Epilogue::QuickGelu => Activation::QuickGelu.apply(&out)?,
+            Epilogue::GeluTanh => Activation::GeluPytorchTanh.apply(&out)?,
+        };
         shape.push(out_dim);
-        out = out.reshape(shape)?;
-        Ok(out)
+        out.reshape(shape)
     }
 
     /// `[rows, input] x Wᵀ + b` for few rows on the CPU in f32: each weight row is read
@@ -131,18 +180,15 @@ impl Linear {
 
 /// A linear layer with bias (`weight [out, in]`, `bias [out]`).
 pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        weight: vb.get((output, input), "weight")?,
-        bias: Some(vb.get(output, "bias")?),
-    })
+    Linear::packed(
+        vb.get((output, input), "weight")?,
+        Some(vb.get(output, "bias")?),
+    )
 }
 
 /// A linear layer without bias.
 pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        weight: vb.get((output, input), "weight")?,
-        bias: None,
-    })
+    Linear::packed(vb.get((output, input), "weight")?, None)
 }
 
 /// Multi-head attention with separate q/k/v projections.
@@ -323,7 +369,14 @@ impl Mlp {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.act.apply(&self.fc1.forward(xs)?)?)
+        let hidden = match self.act {
+            Activation::QuickGelu => self.fc1.forward_with(xs, Epilogue::QuickGelu)?,
+            Activation::GeluPytorchTanh | Activation::GeluNew => {
+                self.fc1.forward_with(xs, Epilogue::GeluTanh)?
+            }
+            Activation::Gelu => self.act.apply(&self.fc1.forward(xs)?)?,
+        };
+        self.fc2.forward(&hidden)
     }
 }
 
@@ -448,11 +501,10 @@ mod tests {
     #[test]
     fn streamed_linear_equals_gemm() {
         let (input, output) = (72, 200);
-        let linear = Linear {
-            weight: Tensor::from_vec(random(output * input, 1), (output, input), &Device::Cpu)
-                .unwrap(),
-            bias: Some(Tensor::from_vec(random(output, 2), output, &Device::Cpu).unwrap()),
-        };
+        let linear = Linear::from_weight(
+            Tensor::from_vec(random(output * input, 1), (output, input), &Device::Cpu).unwrap(),
+            Some(Tensor::from_vec(random(output, 2), output, &Device::Cpu).unwrap()),
+        );
         for rows in [1, 7, STREAM_ROWS] {
             let x = Tensor::from_vec(
                 random(rows * input, 3 + rows as u64),
@@ -484,6 +536,36 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
             assert!(diff < 1e-5, "rows {rows}: {diff}");
+        }
+    }
+
+    #[test]
+    fn packed_linear_equals_the_tensor_path_with_each_epilogue() {
+        let (input, output) = (40, 70);
+        let w = Tensor::from_vec(random(output * input, 5), (output, input), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(random(output, 6), output, &Device::Cpu).unwrap();
+        let packed = Linear::packed(w.clone(), Some(b.clone())).unwrap();
+        assert!(packed.packed.is_some());
+        let plain = Linear::from_weight(w, Some(b));
+        for rows in [1, 33, 100] {
+            let x =
+                Tensor::from_vec(random(rows * input, 7), (1, rows, input), &Device::Cpu).unwrap();
+            for epilogue in [Epilogue::None, Epilogue::QuickGelu, Epilogue::GeluTanh] {
+                let a = packed.forward_with(&x, epilogue).unwrap();
+                let e = plain.forward_with(&x, epilogue).unwrap();
+                assert_eq!(a.dims(), e.dims());
+                let diff = (a - e)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "rows {rows} {epilogue:?}: {diff}");
+            }
         }
     }
 
