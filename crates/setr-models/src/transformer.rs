@@ -108,9 +108,20 @@ impl Linear {
             if packed.input() != *last {
                 candle_core::bail!("linear expects {} inputs, got {last}", packed.input());
             }
-            let x: Vec<f32> = flat.flatten_all()?.to_vec1()?;
             shape.push(packed.output());
-            let y = packed.forward(&x, rows, epilogue);
+            // Borrow the input in place when it is contiguous (it nearly always is): a copy
+            // of every activation costs more than a tenth of the product.
+            let (storage, layout) = flat.storage_and_layout();
+            let y = match (&*storage, layout.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(x)), Some((a, b))) => {
+                    packed.forward(&x[a..b], rows, epilogue)
+                }
+                _ => {
+                    drop(storage);
+                    let x: Vec<f32> = flat.flatten_all()?.to_vec1()?;
+                    packed.forward(&x, rows, epilogue)
+                }
+            };
             return Tensor::from_vec(y, shape, xs.device());
         }
         let out_dim = self.weight.dim(0)?;
@@ -423,12 +434,13 @@ impl Encoder {
     }
 }
 
-/// Non-overlapping patch embedding `Conv2d(c, hidden, k = stride = patch)` as one matmul:
-/// `pixels [b, c, H, W] -> [b, (H/p)*(W/p), hidden]`, patches in row-major order.
+/// Non-overlapping patch embedding `Conv2d(c, hidden, k = stride = patch)` as one linear
+/// layer over flattened patches: `pixels [b, c, H, W] -> [b, (H/p)*(W/p), hidden]`, patches
+/// in row-major order.
 #[derive(Debug, Clone)]
 pub struct PatchEmbedding {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    proj: Linear,
+    hidden: usize,
     patch: usize,
 }
 
@@ -442,17 +454,15 @@ impl PatchEmbedding {
     ) -> Result<Self> {
         let weight = vb
             .get((hidden, channels, patch, patch), "weight")?
-            .reshape((hidden, channels * patch * patch))?
-            .t()?
-            .contiguous()?;
+            .reshape((hidden, channels * patch * patch))?;
         let bias = if bias {
             Some(vb.get(hidden, "bias")?)
         } else {
             None
         };
         Ok(PatchEmbedding {
-            weight,
-            bias,
+            proj: Linear::packed(weight, bias)?,
+            hidden,
             patch,
         })
     }
@@ -467,11 +477,9 @@ impl PatchEmbedding {
             .reshape((b, c, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * gh * gw, c * p * p))?;
-        let mut out = patches.matmul(&self.weight)?;
-        if let Some(bias) = &self.bias {
-            out = out.broadcast_add(bias)?;
-        }
-        out.reshape((b, gh * gw, self.weight.dim(1)?))
+        self.proj
+            .forward(&patches)?
+            .reshape((b, gh * gw, self.hidden))
     }
 }
 

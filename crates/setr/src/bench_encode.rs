@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use setr_models::{EncoderOptions, ImageTextEncoder};
+use setr_models::{EncoderOptions, ImageTextEncoder, Precision};
 
 const TEXT: &str = "same dress but red and sleeveless with a thin belt";
 
@@ -31,7 +31,16 @@ pub struct EncodeBenchArgs {
     /// The peer script.
     #[arg(long, default_value = "benches/encode_peer.py")]
     peer: PathBuf,
+    /// Runs of each side, alternated (setr, torch, setr, ...); the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Also time setr in bf16 and report its cosine to f32.
+    #[arg(long)]
+    bf16: bool,
 }
+
+/// Seconds per call of each batch: (batch, image, text).
+type Cells = Vec<(usize, f64, f64)>;
 
 /// Seconds per call: one warm-up, then at least 3 calls and `min_time` seconds.
 fn timed(min_time: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -73,35 +82,82 @@ pub fn encode(args: EncodeBenchArgs) -> Result<()> {
     };
     // candle's CPU kernels use rayon's global pool and gemm's threads.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let encoder = ImageTextEncoder::load(
-        model.to_str().context("model path is not UTF-8")?,
-        &EncoderOptions {
-            offline: true,
-            max_batch: args.batches.iter().copied().max().unwrap_or(1),
-            ..EncoderOptions::default()
-        },
-    )?;
+    let path = model.to_str().context("model path is not UTF-8")?;
+    let load = |precision| {
+        ImageTextEncoder::load(
+            path,
+            &EncoderOptions {
+                offline: true,
+                precision,
+                max_batch: args.batches.iter().copied().max().unwrap_or(1),
+                ..EncoderOptions::default()
+            },
+        )
+    };
+    let encoder = load(Precision::F32)?;
+    let bf16 = if args.bf16 {
+        Some(load(Precision::Bf16)?)
+    } else {
+        None
+    };
+    let (mut ours, mut ours_bf16, mut peers) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.repeats.max(1) {
+        eprintln!("run {} of {}", run + 1, args.repeats.max(1));
+        ours.push(time_setr(&encoder, &args)?);
+        if let Some(bf16) = &bf16 {
+            ours_bf16.push(time_setr(bf16, &args)?);
+        }
+        if let Some(peer) = time_peer(&args, &model, threads)? {
+            peers.push(peer);
+        }
+    }
+    let ours = median_cells(&ours);
+    let peer: Option<Cells> = (!peers.is_empty()).then(|| median_cells(&peers));
+    outln!(
+        "setr bench encode: {} ({} dims), f32, CPU, {threads} threads, median of {} runs; peer: transformers + torch",
+        model.display(),
+        encoder.dim(),
+        args.repeats.max(1),
+    );
+    print_table("setr", &ours, peer.as_ref())?;
+    if let Some(bf16) = &bf16 {
+        let cosine = bf16_cosine(&encoder, bf16, &args)?;
+        outln!();
+        outln!(
+            "bf16 weights (min cosine to f32 over the bench inputs: image {:.5}, text {:.5}):",
+            cosine.0,
+            cosine.1
+        );
+        print_table("setr bf16", &median_cells(&ours_bf16), peer.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Pixel values as the preprocessor would give them; the values do not change the time
+/// of a dense model.
+fn bench_pixels(encoder: &ImageTextEncoder, b: usize) -> Result<Vec<Vec<f32>>> {
     let size = encoder
         .preprocessor()
         .output_size()
         .context("preprocessor without a fixed size")?;
-    let mut ours = Vec::new();
+    Ok((0..b)
+        .map(|i| {
+            (0..3 * size.0 as usize * size.1 as usize)
+                .map(|j| ((i * 7919 + j * 104_729) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        })
+        .collect())
+}
+
+fn time_setr(encoder: &ImageTextEncoder, args: &EncodeBenchArgs) -> Result<Cells> {
+    let mut cells = Vec::new();
     for &b in &args.batches {
-        // Pixel values as the preprocessor would give them; the values do not change
-        // the time of a dense model.
-        let pixels: Vec<Vec<f32>> = (0..b)
-            .map(|i| {
-                (0..3 * size.0 as usize * size.1 as usize)
-                    .map(|j| ((i * 7919 + j * 104_729) % 1000) as f32 / 500.0 - 1.0)
-                    .collect()
-            })
-            .collect();
+        let pixels = bench_pixels(encoder, b)?;
         let image = timed(args.min_time, || {
             encoder.image_features(&pixels)?;
             Ok(())
         })?;
-        let texts = vec![TEXT; b];
-        let tokens = encoder.tokenizer().encode_batch(&texts)?;
+        let tokens = encoder.tokenizer().encode_batch(&vec![TEXT; b])?;
         let text = timed(args.min_time, || {
             encoder.text_features(&tokens)?;
             Ok(())
@@ -111,47 +167,78 @@ pub fn encode(args: EncodeBenchArgs) -> Result<()> {
             image * 1e3,
             text * 1e3
         );
-        ours.push((b, image, text));
+        cells.push((b, image, text));
     }
-    let peer = if args.python.is_empty() {
-        None
-    } else {
-        let batches: Vec<String> = args.batches.iter().map(usize::to_string).collect();
-        let out = Command::new(&args.python)
-            .arg(&args.peer)
-            .args(["time", "--model"])
-            .arg(&model)
-            .args(["--threads", &threads.to_string()])
-            .args(["--batches", &batches.join(",")])
-            .args(["--min-time", &args.min_time.to_string()])
-            .output()
-            .context("running the torch peer")?;
-        if !out.status.success() {
-            bail!(
-                "the torch peer failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).context("peer output")?)
+    Ok(cells)
+}
+
+fn time_peer(
+    args: &EncodeBenchArgs,
+    model: &std::path::Path,
+    threads: usize,
+) -> Result<Option<Cells>> {
+    if args.python.is_empty() {
+        return Ok(None);
+    }
+    let batches: Vec<String> = args.batches.iter().map(usize::to_string).collect();
+    let out = Command::new(&args.python)
+        .arg(&args.peer)
+        .args(["time", "--model"])
+        .arg(model)
+        .args(["--threads", &threads.to_string()])
+        .args(["--batches", &batches.join(",")])
+        .args(["--min-time", &args.min_time.to_string()])
+        .output()
+        .context("running the torch peer")?;
+    if !out.status.success() {
+        bail!(
+            "the torch peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("peer output")?;
+    let seconds = |kind: &str, b: usize| {
+        json[kind][b.to_string()]
+            .as_f64()
+            .with_context(|| format!("peer output lacks {kind} batch {b}"))
     };
+    let cells = args
+        .batches
+        .iter()
+        .map(|&b| Ok((b, seconds("image", b)?, seconds("text", b)?)))
+        .collect::<Result<Cells>>()?;
+    eprintln!("torch: {cells:?}");
+    Ok(Some(cells))
+}
+
+/// The per-cell median over runs (every run has the same batches in the same order).
+fn median_cells(runs: &[Cells]) -> Cells {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (0..runs[0].len())
+        .map(|i| {
+            let b = runs[0][i].0;
+            let image = median(runs.iter().map(|r| r[i].1).collect());
+            let text = median(runs.iter().map(|r| r[i].2).collect());
+            (b, image, text)
+        })
+        .collect()
+}
+
+fn print_table(name: &str, ours: &Cells, peer: Option<&Cells>) -> Result<()> {
     outln!(
-        "setr bench encode: {} ({} dims), f32, CPU, {threads} threads; peer: transformers + torch {}",
-        model.display(),
-        encoder.dim(),
-        peer.as_ref().and_then(|p| p["torch"].as_str()).unwrap_or("(skipped)")
-    );
-    outln!(
-        "| batch | setr images/s | torch images/s | ratio | setr texts/s | torch texts/s | ratio |"
+        "| batch | {name} images/s | torch images/s | ratio | {name} texts/s | torch texts/s | ratio |"
     );
     outln!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (b, image, text) in ours {
-        let peer_s = |kind: &str| peer.as_ref().and_then(|p| p[kind][b.to_string()].as_f64());
+    for (i, &(b, image, text)) in ours.iter().enumerate() {
         let cell = |ours: f64, theirs: Option<f64>| match theirs {
             Some(t) => (format!("{:.1}", b as f64 / t), format!("{:.2}x", t / ours)),
             None => ("-".into(), "-".into()),
         };
-        let (pi, ri) = cell(image, peer_s("image"));
-        let (pt, rt) = cell(text, peer_s("text"));
+        let (pi, ri) = cell(image, peer.map(|p| p[i].1));
+        let (pt, rt) = cell(text, peer.map(|p| p[i].2));
         outln!(
             "| {b} | {:.1} | {pi} | {ri} | {:.1} | {pt} | {rt} |",
             b as f64 / image,
@@ -159,4 +246,31 @@ pub fn encode(args: EncodeBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The smallest cosine between f32 and bf16 embeddings of the bench's images and texts.
+fn bf16_cosine(
+    f32s: &ImageTextEncoder,
+    bf16: &ImageTextEncoder,
+    args: &EncodeBenchArgs,
+) -> Result<(f32, f32)> {
+    let b = args.batches.iter().copied().max().unwrap_or(1);
+    let pixels = bench_pixels(f32s, b)?;
+    let texts: Vec<String> = (0..b).map(|i| format!("{TEXT} number {i}")).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let min_cos = |a: Vec<Vec<f32>>, e: Vec<Vec<f32>>| {
+        a.iter()
+            .zip(&e)
+            .map(|(x, y)| {
+                setr_core::dot_f32(x, y)
+                    / (setr_core::dot_f32(x, x) * setr_core::dot_f32(y, y)).sqrt()
+            })
+            .fold(1.0f32, f32::min)
+    };
+    let image = min_cos(f32s.image_features(&pixels)?, bf16.image_features(&pixels)?);
+    let text = min_cos(
+        f32s.text_features(&f32s.tokenizer().encode_batch(&texts)?)?,
+        bf16.text_features(&bf16.tokenizer().encode_batch(&texts)?)?,
+    );
+    Ok((image, text))
 }
