@@ -56,7 +56,7 @@ impl Epilogue {
 }
 
 /// `2 sqrt(2 / pi)`.
-const TWO_SQRT_2_OVER_PI: f32 = 1.595_769_1;
+const TWO_SQRT_2_OVER_PI: f32 = 1.595_769;
 
 /// `Wᵀ` in column panels and the bias padded to whole panels.
 #[derive(Debug)]

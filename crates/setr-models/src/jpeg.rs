@@ -244,7 +244,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(dir.join("../../tests/fixtures/images/jpeg").join(name)).unwrap()
+        std::fs::read(dir.join("../../tests/fixtures/jpeg").join(name)).unwrap()
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn strings(json: &serde_json::Value, key: &str) -> Vec<String> {
 fn decoded_photos(json: &serde_json::Value) -> Vec<image::RgbImage> {
     strings(json, "files")
         .iter()
-        .map(|f| decode_file(&fixtures().join("images").join(f), &DecodeLimits::default()))
+        .map(|f| decode_file(&fixtures().join(f), &DecodeLimits::default()))
         .collect::<Result<_, _>>()
         .unwrap()
 }
