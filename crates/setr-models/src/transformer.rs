@@ -104,7 +104,10 @@ impl Linear {
         let rows: usize = lead.iter().product();
         let flat = xs.reshape((rows, *last))?;
         let mut shape = lead.to_vec();
-        if let Some(packed) = self.packed.as_ref().filter(|_| xs.dtype() == DType::F32) {
+        if let Some(packed) = &self.packed {
+            if xs.dtype() != DType::F32 || !xs.device().is_cpu() {
+                candle_core::bail!("a packed linear layer takes f32 CPU inputs");
+            }
             if packed.input() != *last {
                 candle_core::bail!("linear expects {} inputs, got {last}", packed.input());
             }
