@@ -107,15 +107,7 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         .into_decoder()
         .map_err(|e| ModelError::Decode(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
-        return Err(ModelError::TooManyPixels {
-            width,
-            height,
-            pixels,
-            limit: limits.max_pixels,
-        });
-    }
+    let pixels = check_pixels(width, height, limits)?;
     if pixels == 0 {
         return Err(ModelError::Decode(format!("image is {width}x{height}")));
     }
@@ -138,6 +130,20 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         image.apply_orientation(orientation);
     }
     Ok(image.into_rgb8())
+}
+
+/// `width * height`, or the error for a header over `limits.max_pixels`.
+pub(crate) fn check_pixels(width: u32, height: u32, limits: &DecodeLimits) -> Result<u64> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(ModelError::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(pixels)
 }
 
 /// A JPEG decoded by libjpeg-turbo (Pillow's decoder, see [`crate::jpeg`]), upright by its

@@ -310,10 +310,11 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
+    /// Values in [-0.5, 0.5) from a xorshift of `seed` (never all zero).
+    pub(crate) fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..n)
             .map(|_| {

@@ -16,7 +16,7 @@ use std::ffi::CStr;
 use image::RgbImage;
 use turbojpeg_sys as tj;
 
-use crate::decode::DecodeLimits;
+use crate::decode::{check_pixels, DecodeLimits};
 use crate::{ModelError, Result};
 
 /// Most scans a progressive JPEG may have (real encoders write about 10).
@@ -71,13 +71,11 @@ impl Drop for Handle {
 
 /// What the header says, read before anything is allocated for pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JpegHeader {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
+struct JpegHeader {
+    width: u32,
+    height: u32,
     /// True for CMYK and YCCK images (converted to RGB as Pillow does).
-    pub cmyk: bool,
+    cmyk: bool,
 }
 
 /// Decodes a JPEG to RGB8 as Pillow's `Image.open(...).convert("RGB")` does (without
@@ -144,19 +142,6 @@ pub fn decode_rgb8(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         .ok_or_else(|| ModelError::Decode("JPEG decoded to the wrong size".into()))
 }
 
-fn check_pixels(width: u32, height: u32, limits: &DecodeLimits) -> Result<u64> {
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
-        return Err(ModelError::TooManyPixels {
-            width,
-            height,
-            pixels,
-            limit: limits.max_pixels,
-        });
-    }
-    Ok(pixels)
-}
-
 /// The marker segments before the first scan, as (marker, body), walked without trusting
 /// any length beyond `bytes`.
 fn segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
@@ -194,10 +179,6 @@ fn frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// Reads the header of a JPEG (no pixel memory is allocated).
-pub fn header(bytes: &[u8]) -> Result<JpegHeader> {
-    read_header(&mut Handle::new()?, bytes)
-}
-
 fn read_header(handle: &mut Handle, bytes: &[u8]) -> Result<JpegHeader> {
     // SAFETY: the handle is live and `bytes` outlives the call.
     let status =
@@ -245,6 +226,10 @@ mod tests {
     fn fixture(name: &str) -> Vec<u8> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         std::fs::read(dir.join("../../tests/fixtures/jpeg").join(name)).unwrap()
+    }
+
+    fn header(bytes: &[u8]) -> Result<JpegHeader> {
+        read_header(&mut Handle::new()?, bytes)
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod decode;
 mod encoder;
 mod error;
 mod gemm;
-pub mod jpeg;
+mod jpeg;
 pub mod lora;
 mod preprocess;
 pub mod qwen3vl;
