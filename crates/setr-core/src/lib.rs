@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod block;
 mod cancel;
 mod dot;
 mod error;

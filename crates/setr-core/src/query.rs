@@ -191,6 +191,30 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The scores of a block of rows from their dot products with every prepared vector
+    /// (`dots[v][r]`): [`Plan::score`] for each row, in a loop the compiler vectorises.
+    #[inline(always)]
+    pub(crate) fn score_block<const N: usize>(&self, dots: &[[f32; N]], out: &mut [f32; N]) {
+        match *self {
+            Plan::Dot { v } => *out = dots[v],
+            Plan::Intersection {
+                v_img,
+                v_txt,
+                a_img,
+                b_img,
+                a_txt,
+                b_txt,
+                lambda,
+            } => {
+                for ((o, si), st) in out.iter_mut().zip(&dots[v_img]).zip(&dots[v_txt]) {
+                    *o = intersection_score(a_img * si + b_img, a_txt * st + b_txt, lambda);
+                }
+            }
+        }
+    }
+}
+
 /// A validated batch of queries: normalised query vectors (row-major, `dim` each) and one
 /// plan per query. Backends score from this, so validation happens exactly once.
 #[derive(Clone, Debug, PartialEq)]
