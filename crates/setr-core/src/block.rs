@@ -19,7 +19,7 @@ pub(crate) const BLOCK: usize = 16;
 /// portable twin otherwise.
 pub(crate) fn block_dots(tile: &Lines, queries: &Lines, stride: usize, out: &mut [[f32; BLOCK]]) {
     let (tile, queries) = (tile.values(), queries.values());
-    assert!(stride % 16 == 0 && tile.len() >= BLOCK * stride);
+    assert!(stride.is_multiple_of(16) && tile.len() >= BLOCK * stride);
     assert!(queries.len() >= out.len() * stride);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
@@ -42,7 +42,7 @@ pub(crate) fn block_dots_f16(
     out: &mut [[f32; BLOCK]],
 ) {
     let queries = queries.values();
-    assert!(stride % 16 == 0 && rows.len() >= BLOCK * stride);
+    assert!(stride.is_multiple_of(16) && rows.len() >= BLOCK * stride);
     assert!(queries.len() >= out.len() * stride);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
