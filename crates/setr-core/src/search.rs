@@ -152,17 +152,7 @@ fn scan_blocks(
                 &mut dots,
             );
         } else {
-            // Row i of the block into row i of the tile (values past `d` stay zero).
-            let rows = tile.values_mut().chunks_mut(stride).enumerate();
-            for (i, dst) in rows {
-                let dst = &mut dst[..d];
-                let span = (first + i) * d..(first + i + 1) * d;
-                match gallery.vectors {
-                    _ if i >= n => dst.fill(0.0),
-                    Vectors::F32(v) => dst.copy_from_slice(&v[span]),
-                    Vectors::F16(v) => widen_f16(&v[span], dst),
-                }
-            }
+            fill_tile(gallery, first, n, stride, &mut tile);
             block_dots(&tile, &queries, stride, &mut dots);
         }
         for (plan, heap) in batch.plans.iter().zip(heaps.iter_mut()) {
@@ -178,6 +168,21 @@ fn scan_blocks(
         }
     }
     heaps
+}
+
+/// Rows `first..first + n` of the gallery into the first `n` rows of `tile` (rows of
+/// `stride` values, zero past the dimension), zeros into the rest.
+fn fill_tile(gallery: &GalleryView<'_>, first: usize, n: usize, stride: usize, tile: &mut Lines) {
+    let d = gallery.dim;
+    for (i, dst) in tile.values_mut().chunks_mut(stride).enumerate() {
+        let dst = &mut dst[..d];
+        let span = (first + i) * d..(first + i + 1) * d;
+        match gallery.vectors {
+            _ if i >= n => dst.fill(0.0),
+            Vectors::F32(v) => dst.copy_from_slice(&v[span]),
+            Vectors::F16(v) => widen_f16(&v[span], dst),
+        }
+    }
 }
 
 /// Bit `i` set when `scores[i] >= threshold` (a loop the compiler turns into one compare).
