@@ -7,6 +7,9 @@
 //! way the scan is then bound by memory bandwidth. Larger batches widen a tile of rows to
 //! f32 and multiply it by all query vectors with `gemm` (bound by arithmetic there).
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::block::{block_dots, block_dots_f16, Lines, BLOCK};
 use crate::dot::{dots_f16, dots_f32, widen_f16};
 use crate::{CoreError, GalleryView, Hit, ImageId, PreparedBatch, Result, TopK, Vectors};
@@ -22,7 +25,9 @@ pub struct SearchOptions {
 const ROW_KERNEL_MAX_VECTORS: usize = 8;
 /// Rows per gemm tile: 256 x 512 f32 is 512 KiB, which stays in L2.
 const TILE_ROWS: usize = 256;
-/// With automatic threading, each thread gets at least this many rows.
+/// Chunks of rows per scan thread (see `search_with`).
+const CHUNKS_PER_THREAD: usize = 8;
+/// With automatic threading, each thread gets at least this many rows; no chunk is smaller.
 const MIN_ROWS_PER_THREAD: usize = 8192;
 
 /// Exact top-`k` of every query in `batch` over the live rows of `gallery`, best first,
@@ -44,8 +49,8 @@ pub fn search(
     search_with(scan, gallery, batch, k, opts)
 }
 
-/// Scores rows `r0..r1` of a gallery for every plan of a batch, keeping each plan's top-k.
-type ScanFn = fn(&GalleryView<'_>, &PreparedBatch, usize, usize, usize) -> Vec<TopK>;
+/// Scores a range of gallery rows for every plan of a batch into each plan's top-k.
+type ScanFn = fn(&GalleryView<'_>, &PreparedBatch, &mut [TopK], Range<usize>);
 
 /// [`search`] with the given row-range scan, split over threads.
 fn search_with(
@@ -67,23 +72,31 @@ fn search_with(
         n => n.min(rows),
     }
     .max(1);
-    let per = rows.div_ceil(threads);
-    let mut partials: Vec<Vec<TopK>> = if threads == 1 {
-        vec![scan(gallery, batch, k, 0, rows)]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (r0, r1) = (t * per, ((t + 1) * per).min(rows));
-                    s.spawn(move || scan(gallery, batch, k, r0, r1))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
+    // Rows are handed out in chunks from a shared counter, not split into equal parts up
+    // front: a thread that is descheduled (a server's scan shares its cores with HTTP
+    // workers and encoders) holds back only its current chunk; the others take the rest.
+    let chunk = rows
+        .div_ceil(threads * CHUNKS_PER_THREAD)
+        .max(MIN_ROWS_PER_THREAD);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut heaps: Vec<TopK> = batch.plans.iter().map(|_| TopK::new(k)).collect();
+        loop {
+            let r0 = next.fetch_add(chunk, Ordering::Relaxed);
+            if r0 >= rows {
+                return heaps;
+            }
+            scan(gallery, batch, &mut heaps, r0..(r0 + chunk).min(rows));
+        }
     };
+    let mut partials: Vec<Vec<TopK>> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut partials = vec![work()];
+        for h in helpers {
+            partials.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        partials
+    });
     let mut merged = partials.swap_remove(0);
     for part in partials {
         for (m, p) in merged.iter_mut().zip(part) {
@@ -116,13 +129,11 @@ pub fn check_request(gallery: &GalleryView<'_>, batch: &PreparedBatch, k: usize)
 fn scan_blocks(
     gallery: &GalleryView<'_>,
     batch: &PreparedBatch,
-    k: usize,
-    r0: usize,
-    r1: usize,
-) -> Vec<TopK> {
+    heaps: &mut [TopK],
+    Range { start: r0, end: r1 }: Range<usize>,
+) {
     let d = gallery.dim;
     let stride = d.next_multiple_of(16);
-    let mut heaps: Vec<TopK> = batch.plans.iter().map(|_| TopK::new(k)).collect();
     let mut queries = Lines::zeros(batch.num_vectors() * stride);
     for (dst, src) in queries
         .values_mut()
@@ -167,7 +178,6 @@ fn scan_blocks(
             }
         }
     }
-    heaps
 }
 
 /// Rows `first..first + n` of the gallery into the first `n` rows of `tile` (rows of
@@ -199,13 +209,11 @@ fn lanes_at_least(scores: &[f32], threshold: f32) -> u32 {
 fn scan_rows(
     gallery: &GalleryView<'_>,
     batch: &PreparedBatch,
-    k: usize,
-    r0: usize,
-    r1: usize,
-) -> Vec<TopK> {
+    heaps: &mut [TopK],
+    Range { start: r0, end: r1 }: Range<usize>,
+) {
     let d = gallery.dim;
     let nv = batch.num_vectors();
-    let mut heaps: Vec<TopK> = batch.plans.iter().map(|_| TopK::new(k)).collect();
     let mut offer = |dots: &[f32], id: ImageId| {
         for (plan, heap) in batch.plans.iter().zip(heaps.iter_mut()) {
             let s = plan.score(dots);
@@ -278,7 +286,6 @@ fn scan_rows(
             t0 += m;
         }
     }
-    heaps
 }
 
 /// Reference search: scores every live row in f64 with the plan's formula, sorts, cuts.
