@@ -230,6 +230,30 @@ fn prepare(chunk: &[PathBuf], limits: &DecodeLimits, encoder: &ImageTextEncoder)
     })
 }
 
+/// Lowers the calling thread's CPU priority (nice 10); threads it starts inherit it. Linux
+/// only (a no-op elsewhere); failure is logged and harmless.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: two syscalls about the calling thread, no pointers.
+        let rc = unsafe {
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                libc::gettid() as libc::id_t,
+                BACKGROUND_NICE,
+            )
+        };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            tracing::debug!(%error, "could not lower the indexing job's priority");
+        }
+    }
+}
+
+/// Nice value of background indexing jobs (0 is normal, 19 the lowest priority).
+#[cfg(target_os = "linux")]
+const BACKGROUND_NICE: libc::c_int = 10;
+
 /// A directory indexing job running in the background (`POST /v1/index`), polled through
 /// its report.
 #[derive(Debug)]
@@ -244,13 +268,30 @@ impl crate::Engine {
     /// Runs an indexing job to completion (on the calling thread), recording progress in
     /// the job; searches go on meanwhile. Never panics; a failure ends in state `failed`
     /// with the reason.
+    ///
+    /// The job runs in the background: the calling thread's CPU priority is lowered and
+    /// the job's parallel work (decoding, the encoder's kernels) runs on a pool of threads
+    /// it starts, which inherit that priority, so searches get the cores first. Call it on
+    /// a thread of its own (the priority cannot be raised again).
     pub fn index_directory(&self, job: &IndexJob, dir: &Path) {
         let set = |r: IndexReport| {
             if let Ok(mut slot) = job.report.lock() {
                 *slot = r;
             }
         };
-        let result = self.index_files(dir, &|r| set(r.summary()));
+        lower_thread_priority();
+        let run = || self.index_files(dir, &|r| set(r.summary()));
+        let id = job.id;
+        let result = match rayon::ThreadPoolBuilder::new()
+            .thread_name(move |i| format!("setr-index-{id}-{i}"))
+            .build()
+        {
+            Ok(pool) => pool.install(run),
+            Err(e) => {
+                tracing::warn!(error = %e, "no background pool: indexing on the shared one");
+                run()
+            }
+        };
         match result {
             Ok(mut report) => {
                 tracing::info!(job = job.id, dir = %dir.display(), added = report.added, "index job done");
@@ -317,6 +358,24 @@ impl crate::Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_background_job_thread_and_the_threads_it_starts_run_at_lower_priority() {
+        // SAFETY: a syscall about the calling thread, no pointers.
+        let nice =
+            || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let base = nice();
+        let (job, child) = std::thread::spawn(move || {
+            lower_thread_priority();
+            (nice(), std::thread::spawn(nice).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert!(job >= BACKGROUND_NICE, "job thread at nice {job}");
+        assert_eq!(child, job, "threads the job starts inherit its priority");
+        assert_eq!(nice(), base, "the caller's own thread is untouched");
+    }
 
     #[cfg(unix)]
     #[test]
