@@ -209,27 +209,15 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    fn random(seed: &mut u64, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
-
     #[test]
     fn simd_and_portable_match_a_plain_product_for_every_shape() {
-        let mut seed = 11;
         for d in [1usize, 3, 15, 16, 17, 31, 32, 100, 128, 200, 512] {
             let stride = d.next_multiple_of(16);
             for nv in [1usize, 2, 5, 16] {
                 let (mut tile, mut queries) =
                     (Lines::zeros(BLOCK * stride), Lines::zeros(nv * stride));
-                let rows = random(&mut seed, BLOCK * d);
-                let qs = random(&mut seed, nv * d);
+                let rows = crate::normal_values(11 + d as u64, BLOCK * d);
+                let qs = crate::normal_values(1000 + (d * nv) as u64, nv * d);
                 for (dst, src) in tile.values_mut().chunks_mut(stride).zip(rows.chunks(d)) {
                     dst[..d].copy_from_slice(src);
                 }

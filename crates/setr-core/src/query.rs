@@ -174,43 +174,38 @@ impl Plan {
     pub fn score(&self, dots: &[f32]) -> f32 {
         match *self {
             Plan::Dot { v } => dots[v],
-            Plan::Intersection {
-                v_img,
-                v_txt,
-                a_img,
-                b_img,
-                a_txt,
-                b_txt,
-                lambda,
-            } => intersection_score(
-                a_img * dots[v_img] + b_img,
-                a_txt * dots[v_txt] + b_txt,
-                lambda,
-            ),
+            Plan::Intersection { v_img, v_txt, .. } => self.combine(dots[v_img], dots[v_txt]),
         }
     }
-}
 
-impl Plan {
     /// The scores of a block of rows from their dot products with every prepared vector
     /// (`dots[v][r]`): [`Plan::score`] for each row, in a loop the compiler vectorises.
     #[inline(always)]
     pub(crate) fn score_block<const N: usize>(&self, dots: &[[f32; N]], out: &mut [f32; N]) {
         match *self {
             Plan::Dot { v } => *out = dots[v],
+            Plan::Intersection { v_img, v_txt, .. } => {
+                for ((o, si), st) in out.iter_mut().zip(&dots[v_img]).zip(&dots[v_txt]) {
+                    *o = self.combine(*si, *st);
+                }
+            }
+        }
+    }
+
+    /// The score from the image side's and the text side's dot products (a `Dot` plan has
+    /// one side, passed as `s_img`).
+    #[inline(always)]
+    fn combine(&self, s_img: f32, s_txt: f32) -> f32 {
+        match *self {
+            Plan::Dot { .. } => s_img,
             Plan::Intersection {
-                v_img,
-                v_txt,
                 a_img,
                 b_img,
                 a_txt,
                 b_txt,
                 lambda,
-            } => {
-                for ((o, si), st) in out.iter_mut().zip(&dots[v_img]).zip(&dots[v_txt]) {
-                    *o = intersection_score(a_img * si + b_img, a_txt * st + b_txt, lambda);
-                }
-            }
+                ..
+            } => intersection_score(a_img * s_img + b_img, a_txt * s_txt + b_txt, lambda),
         }
     }
 }
