@@ -3,7 +3,7 @@
 //! token and a pre-norm, causal text tower pooled at the end-of-text token, two linear
 //! projections without bias. Defaults are those of `transformers`' `CLIPConfig`.
 
-use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
@@ -165,9 +165,9 @@ impl VisionTower {
             .repeat((b, 1, 1))?;
         let xs = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.positions.unsqueeze(0)?)?;
         let xs = self.pre_norm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, None)?;
-        let pooled = self.post_norm.forward(&xs.i((.., 0, ..))?)?;
-        self.projection.forward(&pooled)
+        // The class token is pooled.
+        let pooled = self.encoder.forward_pooled(&xs, None, &vec![0; b])?;
+        self.projection.forward(&self.post_norm.forward(&pooled)?)
     }
 }
 
@@ -210,35 +210,36 @@ impl TextTower {
     /// `ids [b, n]` (u32) -> text features `[b, projection_dim]` (not normalised).
     /// `ids_host` is the same ids on the host, to find the pooled position.
     pub fn forward(&self, ids: &Tensor, ids_host: &[u32]) -> Result<Tensor> {
-        let (b, n) = ids.dims2()?;
+        let n = ids.dim(1)?;
         let xs = self
             .tokens
             .forward(ids)?
             .broadcast_add(&self.positions.narrow(0, 0, n)?.unsqueeze(0)?)?;
         let mask = causal_mask(n, xs.dtype(), xs.device())?;
-        let xs = self.encoder.forward(&xs, Some(&mask))?;
-        let xs = self.final_norm.forward(&xs)?;
-        // transformers: legacy configs (eos_token_id == 2) pool at the largest id, others at
-        // the first end-of-text token.
-        let mut rows = Vec::with_capacity(b);
-        for (row, ids) in ids_host.chunks_exact(n).enumerate() {
-            let pos = if self.eos_token_id == 2 {
-                let mut best = 0;
-                for (i, id) in ids.iter().enumerate() {
-                    if *id > ids[best] {
-                        best = i;
-                    }
+        let positions: Vec<usize> = ids_host
+            .chunks_exact(n)
+            .map(|ids| self.pooled_position(ids))
+            .collect();
+        let pooled = self.encoder.forward_pooled(&xs, Some(&mask), &positions)?;
+        self.projection.forward(&self.final_norm.forward(&pooled)?)
+    }
+
+    /// transformers: legacy configs (eos_token_id == 2) pool at the largest id, others at
+    /// the first end-of-text token.
+    fn pooled_position(&self, ids: &[u32]) -> usize {
+        if self.eos_token_id == 2 {
+            let mut best = 0;
+            for (i, id) in ids.iter().enumerate() {
+                if *id > ids[best] {
+                    best = i;
                 }
-                best
-            } else {
-                ids.iter()
-                    .position(|id| *id == self.eos_token_id)
-                    .unwrap_or(0)
-            };
-            rows.push(xs.i((row, pos))?.unsqueeze(0)?);
+            }
+            best
+        } else {
+            ids.iter()
+                .position(|id| *id == self.eos_token_id)
+                .unwrap_or(0)
         }
-        let pooled = Tensor::cat(&rows, 0)?;
-        self.projection.forward(&pooled)
     }
 }
 

@@ -255,8 +255,9 @@ impl TextTower {
             }
             None => None,
         };
-        let xs = self.encoder.forward(&xs, mask.as_ref())?;
-        let xs = self.final_norm.forward(&xs)?;
-        self.head.forward(&xs.i((.., n - 1, ..))?)
+        let pooled = self
+            .encoder
+            .forward_pooled(&xs, mask.as_ref(), &vec![n - 1; b])?;
+        self.head.forward(&self.final_norm.forward(&pooled)?)
     }
 }
