@@ -13,6 +13,7 @@ mod clip;
 mod decode;
 mod encoder;
 mod error;
+mod flat;
 mod gemm;
 mod jpeg;
 pub mod lora;

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
+use crate::flat::{self, host_f32, FlatLayer, Norm};
 use crate::gemm::{Epilogue, PackedLinear};
 
 /// MLP activations found in CLIP-family configs (`hidden_act`).
@@ -296,14 +297,7 @@ pub fn attend(
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, nq, h))
 }
 
-/// The contiguous f32 values of a CPU tensor.
-fn cpu_f32(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1()
-}
-
-/// [`attend`] on the CPU in f32 without gemm: per (batch, head), scores by dot products,
-/// softmax, weighted sum of values. Attention matrices here are tiny (tens of tokens), where
-/// gemm's per-call packing and thread wake-ups cost more than the arithmetic.
+/// [`attend`] on the CPU in f32 by [`flat::Attention`]; `mask` is `[b, 1, nq, nk]`.
 fn attend_cpu(
     q: &Tensor,
     k: &Tensor,
@@ -312,67 +306,21 @@ fn attend_cpu(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    use rayon::prelude::*;
     let (b, nq, h) = q.dims3()?;
     let nk = k.dim(1)?;
-    let hd = h / heads;
-    let (q, k, v) = (cpu_f32(q)?, cpu_f32(k)?, cpu_f32(v)?);
     let mask = match mask {
-        Some(m) => Some(cpu_f32(m)?),
+        Some(m) => Some(host_f32(m)?),
         None => None,
     };
-    let scale = scale as f32;
-    let blocks: Vec<Vec<f32>> = (0..b * heads)
-        .into_par_iter()
-        .map(|task| {
-            let (bi, hi) = (task / heads, task % heads);
-            let gather = |src: &[f32]| -> Vec<f32> {
-                let mut out = Vec::with_capacity(nk * hd);
-                for j in 0..nk {
-                    let at = (bi * nk + j) * h + hi * hd;
-                    out.extend_from_slice(&src[at..at + hd]);
-                }
-                out
-            };
-            let (kh, vh) = (gather(&k), gather(&v));
-            let mut out = vec![0f32; nq * hd];
-            let mut scores = vec![0f32; nk];
-            for i in 0..nq {
-                let at = (bi * nq + i) * h + hi * hd;
-                setr_core::dots_f32(&q[at..at + hd], &kh, &mut scores);
-                let row_mask = mask.as_ref().map(|m| &m[(bi * nq + i) * nk..][..nk]);
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s *= scale;
-                    if let Some(m) = row_mask {
-                        *s += m[j];
-                    }
-                    max = max.max(*s);
-                }
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let o = &mut out[i * hd..(i + 1) * hd];
-                for (j, p) in scores.iter().enumerate() {
-                    let p = p / sum;
-                    for (oo, vv) in o.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
-                        *oo += p * vv;
-                    }
-                }
-            }
-            out
-        })
-        .collect();
-    let mut ctx = vec![0f32; b * nq * h];
-    for (task, block) in blocks.iter().enumerate() {
-        let (bi, hi) = (task / heads, task % heads);
-        for i in 0..nq {
-            let at = (bi * nq + i) * h + hi * hd;
-            ctx[at..at + hd].copy_from_slice(&block[i * hd..(i + 1) * hd]);
-        }
-    }
+    let shape = flat::Attention {
+        b,
+        nq,
+        nk,
+        h,
+        heads,
+        scale: scale as f32,
+    };
+    let ctx = shape.run(&host_f32(q)?, &host_f32(k)?, &host_f32(v)?, mask.as_deref());
     Tensor::from_vec(ctx, (b, nq, h), &Device::Cpu)
 }
 
@@ -417,6 +365,9 @@ struct Layer {
 #[derive(Debug, Clone)]
 pub struct Encoder {
     layers: Vec<Layer>,
+    /// The same layers on flat buffers ([`flat`]), when every product is packed (CPU f32)
+    /// and the activation is one the packed kernel applies.
+    flat: Option<Vec<FlatLayer>>,
 }
 
 impl Encoder {
@@ -433,10 +384,51 @@ impl Encoder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Encoder { layers })
+        let flat = layers
+            .iter()
+            .map(Layer::flat)
+            .collect::<Result<Option<Vec<_>>>>()?;
+        Ok(Encoder { layers, flat })
+    }
+
+    /// The flat layers and the batch's mask as `[b, n, n]`, when the flat path applies to
+    /// `xs [b, n, h]` and `mask` (`[1 or b, 1, 1 or n, n]`).
+    fn flat_inputs(
+        &self,
+        xs: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Option<(&[FlatLayer], Option<Vec<f32>>)>> {
+        let Some(flat) = &self.flat else {
+            return Ok(None);
+        };
+        if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (b, n, _) = xs.dims3()?;
+        let mask = match mask {
+            Some(m) if m.rank() == 4 && m.dim(1)? == 1 => {
+                Some(host_f32(&m.broadcast_as((b, 1, n, n))?.contiguous()?)?)
+            }
+            Some(_) => return Ok(None),
+            None => None,
+        };
+        Ok(Some((flat, mask)))
     }
 
     pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        if let Some((flat, mask)) = self.flat_inputs(xs, mask)? {
+            let (b, n, h) = xs.dims3()?;
+            let batch = flat::Batch {
+                b,
+                n,
+                mask: mask.as_deref(),
+            };
+            let mut x = host_f32(xs)?;
+            for layer in flat {
+                layer.forward(&mut x, batch);
+            }
+            return Tensor::from_vec(x, (b, n, h), xs.device());
+        }
         let mut xs = xs.clone();
         for layer in &self.layers {
             xs = layer.forward(&xs, mask)?;
@@ -463,6 +455,22 @@ impl Encoder {
                 positions.len()
             );
         }
+        if let Some((flat, mask)) = self.flat_inputs(xs, mask)? {
+            let batch = flat::Batch {
+                b,
+                n,
+                mask: mask.as_deref(),
+            };
+            let mut x = host_f32(xs)?;
+            let Some((last, first)) = flat.split_last() else {
+                return pick_rows(xs, positions)?.squeeze(1);
+            };
+            for layer in first {
+                layer.forward(&mut x, batch);
+            }
+            let pooled = last.forward_pooled(&x, batch, positions);
+            return Tensor::from_vec(pooled, (b, xs.dim(2)?), xs.device());
+        }
         let Some((last, first)) = self.layers.split_last() else {
             return pick_rows(xs, positions)?.squeeze(1);
         };
@@ -486,6 +494,40 @@ impl Encoder {
 }
 
 impl Layer {
+    /// The layer for [`flat`], if every product is packed and the MLP's activation is an
+    /// epilogue of the packed kernel.
+    fn flat(&self) -> Result<Option<FlatLayer>> {
+        let act = match self.mlp.act {
+            Activation::QuickGelu => Epilogue::QuickGelu,
+            Activation::GeluPytorchTanh | Activation::GeluNew => Epilogue::GeluTanh,
+            Activation::Gelu => return Ok(None),
+        };
+        let a = &self.attn;
+        let (Some(q), Some(k), Some(v), Some(out), Some(fc1), Some(fc2)) = (
+            a.q.packed.clone(),
+            a.k.packed.clone(),
+            a.v.packed.clone(),
+            a.out.packed.clone(),
+            self.mlp.fc1.packed.clone(),
+            self.mlp.fc2.packed.clone(),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(FlatLayer {
+            norm1: Norm::new(&self.norm1)?,
+            q,
+            k,
+            v,
+            out,
+            norm2: Norm::new(&self.norm2)?,
+            fc1,
+            fc2,
+            act,
+            heads: a.heads,
+            scale: a.scale as f32,
+        }))
+    }
+
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let attn = self.attn.forward(&self.norm1.forward(xs)?, mask)?;
         let xs = (xs + attn)?;
@@ -713,8 +755,20 @@ mod tests {
             .map(|i| if i % n >= n - i / n { f32::MIN } else { 0.0 })
             .collect();
         let padding = Tensor::from_vec(padding, (b, 1, 1, n), &Device::Cpu).unwrap();
-        for act in [Activation::QuickGelu, Activation::GeluPytorchTanh] {
-            let (_, encoder) = random_encoder(act);
+        for (act, flat) in [
+            (Activation::QuickGelu, true),
+            (Activation::QuickGelu, false),
+            (Activation::GeluPytorchTanh, true),
+            (Activation::GeluPytorchTanh, false),
+        ] {
+            let (_, mut encoder) = random_encoder(act);
+            assert!(
+                encoder.flat.is_some(),
+                "packed CPU layers take the flat path"
+            );
+            if !flat {
+                encoder.flat = None;
+            }
             for (mask, positions) in [
                 (None, vec![0, 0, 0]),
                 (None, vec![6, 2, 0]),
@@ -738,7 +792,10 @@ mod tests {
                         .zip(&got)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0.0, f32::max);
-                    assert!(diff < 1e-5, "{act:?} sequence {i} at {p}: {diff}");
+                    assert!(
+                        diff < 1e-5,
+                        "{act:?} flat {flat} sequence {i} at {p}: {diff}"
+                    );
                 }
             }
             let wrong = encoder.forward_pooled(&xs, None, &[0, n]);
@@ -747,6 +804,44 @@ mod tests {
                 "a position past the sequence or a missing one"
             );
         }
+    }
+
+    #[test]
+    fn flat_layers_equal_the_tensor_layers() {
+        let (b, n) = (2, 9);
+        let xs = Tensor::from_vec(random(b * n * 64, 43), (b, n, 64), &Device::Cpu).unwrap();
+        let causal: Vec<f32> = (0..n * n)
+            .map(|i| {
+                if i % n > i / n {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, n, n), &Device::Cpu).unwrap();
+        for act in [Activation::QuickGelu, Activation::GeluPytorchTanh] {
+            let (_, flat) = random_encoder(act);
+            let mut tensors = flat.clone();
+            tensors.flat = None;
+            for mask in [None, Some(&causal)] {
+                let a = flat.forward(&xs, mask).unwrap();
+                let e = tensors.forward(&xs, mask).unwrap();
+                let diff = (a - e)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "{act:?} mask {}: {diff}", mask.is_some());
+            }
+        }
+        // Exact GELU has no packed epilogue: such encoders keep the tensor layers.
+        assert!(random_encoder(Activation::Gelu).1.flat.is_none());
     }
 
     #[test]
