@@ -15,7 +15,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::LayerNorm;
 use rayon::prelude::*;
 
-use crate::gemm::{Epilogue, PackedLinear};
+use crate::gemm::{has_avx512, Epilogue, PackedLinear};
 
 /// Rows per parallel task of the element-wise loops.
 const ROWS_PER_TASK: usize = 64;
@@ -198,6 +198,7 @@ impl Attention {
             scale,
         } = *self;
         let hd = h / heads;
+        let simd = has_avx512() && hd.is_multiple_of(16);
         let blocks: Vec<Vec<f32>> = (0..b * heads)
             .into_par_iter()
             .map(|task| {
@@ -213,30 +214,16 @@ impl Attention {
                 let (kh, vh) = (gather(k), gather(v));
                 let mut out = vec![0f32; nq * hd];
                 let mut scores = vec![0f32; nk];
-                for i in 0..nq {
+                for (i, o) in out.chunks_exact_mut(hd).enumerate() {
                     let at = (bi * nq + i) * h + hi * hd;
-                    setr_core::dots_f32(&q[at..at + hd], &kh, &mut scores);
-                    let row_mask = mask.map(|m| &m[(bi * nq + i) * nk..][..nk]);
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s *= scale;
-                        if let Some(m) = row_mask {
-                            *s += m[j];
-                        }
-                        max = max.max(*s);
-                    }
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let o = &mut out[i * hd..(i + 1) * hd];
-                    for (j, p) in scores.iter().enumerate() {
-                        let p = p / sum;
-                        for (oo, vv) in o.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
-                            *oo += p * vv;
-                        }
-                    }
+                    let row = Query {
+                        q: &q[at..at + hd],
+                        keys: &kh,
+                        values: &vh,
+                        mask: mask.map(|m| &m[(bi * nq + i) * nk..][..nk]),
+                        scale,
+                    };
+                    row.attend(simd, &mut scores, o);
                 }
                 out
             })
@@ -253,7 +240,144 @@ impl Attention {
     }
 }
 
+/// One query row of one head against its sequence's keys and values (`[nk, hd]` each).
+struct Query<'a> {
+    q: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    /// `[nk]`, added to the scaled scores.
+    mask: Option<&'a [f32]>,
+    scale: f32,
+}
+
+impl Query<'_> {
+    /// `out = softmax(scale q Kᵀ + mask) V`; `scores` is scratch of `nk` values, `out`
+    /// (`hd` values) starts at zero.
+    fn attend(&self, simd: bool, scores: &mut [f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is set only on CPUs with AVX-512F and for `hd` a multiple of
+            // 16; the slices hold `nk` rows of `hd` values.
+            return unsafe { avx512::attend(self, scores, out) };
+        }
+        let _ = simd;
+        let hd = self.q.len();
+        setr_core::dots_f32(self.q, self.keys, scores);
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = *s * self.scale + self.mask.map_or(0.0, |m| m[j]);
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for (p, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
+            let p = p / sum;
+            for (o, v) in out.iter_mut().zip(v) {
+                *o += p * v;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Query;
+    use crate::gemm::avx512::exp;
+
+    /// [`Query::attend`] with 16-lane dot products, exponentials and sums.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn attend(row: &Query, scores: &mut [f32], out: &mut [f32]) {
+        let hd = row.q.len();
+        let nk = scores.len();
+        let q = row.q.as_ptr();
+        for (j, s) in scores.iter_mut().enumerate() {
+            let key = row.keys.as_ptr().add(j * hd);
+            let mut acc = _mm512_setzero_ps();
+            for d in (0..hd).step_by(16) {
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(d)), _mm512_loadu_ps(key.add(d)), acc);
+            }
+            *s = _mm512_reduce_add_ps(acc) * row.scale + row.mask.map_or(0.0, |m| m[j]);
+        }
+        // Softmax over 16 scores at a time; the tail lanes are masked out of every load.
+        let lanes = |j: usize| -> __mmask16 {
+            let n = (nk - j).min(16);
+            ((1u32 << n) - 1) as __mmask16
+        };
+        let p = scores.as_mut_ptr();
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for j in (0..nk).step_by(16) {
+            let v = _mm512_mask_loadu_ps(max, lanes(j), p.add(j));
+            max = _mm512_max_ps(max, v);
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let mut sum = _mm512_setzero_ps();
+        for j in (0..nk).step_by(16) {
+            let m = lanes(j);
+            let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(j)), max));
+            let e = _mm512_maskz_mov_ps(m, e);
+            _mm512_mask_storeu_ps(p.add(j), m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        let inv = 1.0 / _mm512_reduce_add_ps(sum);
+        let o = out.as_mut_ptr();
+        for d in (0..hd).step_by(16) {
+            let mut acc = _mm512_setzero_ps();
+            for (j, s) in scores.iter().enumerate() {
+                let v = _mm512_loadu_ps(row.values.as_ptr().add(j * hd + d));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(*s), v, acc);
+            }
+            _mm512_storeu_ps(o.add(d), _mm512_mul_ps(acc, _mm512_set1_ps(inv)));
+        }
+    }
+}
+
 /// The contiguous f32 values of a CPU tensor.
 pub(crate) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::tests::random;
+
+    #[test]
+    fn simd_attention_row_equals_the_portable_one() {
+        assert!(has_avx512(), "this test needs a CPU with AVX-512F");
+        for (nk, hd) in [(1, 16), (7, 64), (16, 16), (17, 32), (50, 64), (77, 64)] {
+            let q = random(hd, nk as u64);
+            let keys = random(nk * hd, 2 + nk as u64);
+            let values = random(nk * hd, 3 + nk as u64);
+            // Hidden keys as the towers write them: -inf (causal) and f32::MIN (padding).
+            let mask: Vec<f32> = (0..nk)
+                .map(|j| match j % 5 {
+                    3 if j > 0 => f32::NEG_INFINITY,
+                    4 => f32::MIN,
+                    _ => 0.25 * j as f32,
+                })
+                .collect();
+            for mask in [None, Some(mask.as_slice())] {
+                let row = Query {
+                    q: &q,
+                    keys: &keys,
+                    values: &values,
+                    mask,
+                    scale: 0.7,
+                };
+                let mut scratch = vec![0f32; nk];
+                let (mut fast, mut slow) = (vec![0f32; hd], vec![0f32; hd]);
+                row.attend(true, &mut scratch, &mut fast);
+                row.attend(false, &mut scratch, &mut slow);
+                assert!(fast.iter().any(|v| *v != 0.0));
+                for (a, b) in fast.iter().zip(&slow) {
+                    assert!((a - b).abs() < 1e-6, "nk {nk} hd {hd}: {a} vs {b}");
+                }
+            }
+        }
+    }
 }
