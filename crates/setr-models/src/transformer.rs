@@ -393,11 +393,7 @@ impl Encoder {
 
     /// The flat layers and the batch's mask as `[b, n, n]`, when the flat path applies to
     /// `xs [b, n, h]` and `mask` (`[1 or b, 1, 1 or n, n]`).
-    fn flat_inputs(
-        &self,
-        xs: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Option<(&[FlatLayer], Option<Vec<f32>>)>> {
+    fn flat_inputs(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Option<FlatRun<'_>>> {
         let Some(flat) = &self.flat else {
             return Ok(None);
         };
@@ -412,11 +408,11 @@ impl Encoder {
             Some(_) => return Ok(None),
             None => None,
         };
-        Ok(Some((flat, mask)))
+        Ok(Some(FlatRun { layers: flat, mask }))
     }
 
     pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        if let Some((flat, mask)) = self.flat_inputs(xs, mask)? {
+        if let Some(FlatRun { layers: flat, mask }) = self.flat_inputs(xs, mask)? {
             let (b, n, h) = xs.dims3()?;
             let batch = flat::Batch {
                 b,
@@ -455,7 +451,7 @@ impl Encoder {
                 positions.len()
             );
         }
-        if let Some((flat, mask)) = self.flat_inputs(xs, mask)? {
+        if let Some(FlatRun { layers: flat, mask }) = self.flat_inputs(xs, mask)? {
             let batch = flat::Batch {
                 b,
                 n,
@@ -491,6 +487,13 @@ impl Encoder {
         let mlp = last.mlp.forward(&last.norm2.forward(&pooled)?)?;
         (pooled + mlp)?.squeeze(1)
     }
+}
+
+/// What [`Encoder::flat_inputs`] found: the flat layers and the mask on the host.
+struct FlatRun<'a> {
+    layers: &'a [FlatLayer],
+    /// `[b, n, n]`.
+    mask: Option<Vec<f32>>,
 }
 
 impl Layer {
