@@ -19,6 +19,9 @@ use crate::gemm::{has_avx512, Epilogue, PackedLinear};
 
 /// Rows per parallel task of the element-wise loops.
 const ROWS_PER_TASK: usize = 64;
+/// Below this many values the element-wise loops run on the calling thread: a text batch's
+/// layer norm (152 x 512 values) takes less time than waking the pool.
+const SERIAL_VALUES: usize = 1 << 16;
 
 /// A layer norm's affine parameters on the host.
 #[derive(Debug, Clone)]
@@ -47,18 +50,23 @@ impl Norm {
     fn apply(&self, x: &[f32]) -> Vec<f32> {
         let h = self.weight.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(ROWS_PER_TASK * h)
-            .zip(x.par_chunks(ROWS_PER_TASK * h))
-            .for_each(|(ys, xs)| {
-                for (y, x) in ys.chunks_exact_mut(h).zip(xs.chunks_exact(h)) {
-                    let mean = x.iter().sum::<f32>() / h as f32;
-                    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
-                    let inv = 1.0 / (var + self.eps).sqrt();
-                    for (((y, x), w), b) in y.iter_mut().zip(x).zip(&self.weight).zip(&self.bias) {
-                        *y = (x - mean) * inv * w + b;
-                    }
+        let rows = |ys: &mut [f32], xs: &[f32]| {
+            for (y, x) in ys.chunks_exact_mut(h).zip(xs.chunks_exact(h)) {
+                let mean = x.iter().sum::<f32>() / h as f32;
+                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+                let inv = 1.0 / (var + self.eps).sqrt();
+                for (((y, x), w), b) in y.iter_mut().zip(x).zip(&self.weight).zip(&self.bias) {
+                    *y = (x - mean) * inv * w + b;
                 }
-            });
+            }
+        };
+        if x.len() < SERIAL_VALUES {
+            rows(&mut y, x);
+        } else {
+            y.par_chunks_mut(ROWS_PER_TASK * h)
+                .zip(x.par_chunks(ROWS_PER_TASK * h))
+                .for_each(|(ys, xs)| rows(ys, xs));
+        }
         y
     }
 }
@@ -161,15 +169,20 @@ impl FlatLayer {
     }
 }
 
-/// `x += y`, in parallel over chunks.
+/// `x += y`, in parallel over chunks when it is large.
 fn add_assign(x: &mut [f32], y: &[f32]) {
-    x.par_chunks_mut(1 << 14)
-        .zip(y.par_chunks(1 << 14))
-        .for_each(|(x, y)| {
-            for (a, b) in x.iter_mut().zip(y) {
-                *a += b;
-            }
-        });
+    let add = |x: &mut [f32], y: &[f32]| {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    };
+    if x.len() < SERIAL_VALUES {
+        add(x, y);
+    } else {
+        x.par_chunks_mut(1 << 14)
+            .zip(y.par_chunks(1 << 14))
+            .for_each(|(x, y)| add(x, y));
+    }
 }
 
 /// Scaled dot-product attention of `q [b, nq, h]` over `k, v [b, nk, h]`.
