@@ -244,7 +244,7 @@ impl TextTower {
 }
 
 /// Additive causal mask `[1, 1, n, n]`: 0 on and below the diagonal, -inf above.
-fn causal_mask(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+pub(crate) fn causal_mask(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let mask: Vec<f32> = (0..n)
         .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();

@@ -628,6 +628,7 @@ pub fn l2_normalize_rows(xs: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clip::causal_mask;
     use crate::gemm::tests::random;
 
     #[test]
@@ -686,19 +687,23 @@ mod tests {
                 let a = packed.forward_with(&x, epilogue).unwrap();
                 let e = plain.forward_with(&x, epilogue).unwrap();
                 assert_eq!(a.dims(), e.dims());
-                let diff = (a - e)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&a, &e);
                 assert!(diff < 1e-5, "rows {rows} {epilogue:?}: {diff}");
             }
         }
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// A random 2-layer encoder (hidden 64, 4 heads, intermediate 96).
@@ -743,16 +748,7 @@ mod tests {
     fn pooled_forward_equals_the_full_forward_at_the_pooled_rows() {
         let (b, n) = (3, 7);
         let xs = Tensor::from_vec(random(b * n * 64, 41), (b, n, 64), &Device::Cpu).unwrap();
-        let causal: Vec<f32> = (0..n * n)
-            .map(|i| {
-                if i % n > i / n {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, n, n), &Device::Cpu).unwrap();
+        let causal = causal_mask(n, DType::F32, &Device::Cpu).unwrap();
         // A padding mask per sequence, broadcast over query rows (SigLIP's shape).
         let padding: Vec<f32> = (0..b * n)
             .map(|i| if i % n >= n - i / n { f32::MIN } else { 0.0 })
@@ -782,19 +778,8 @@ mod tests {
                 let pooled = encoder.forward_pooled(&xs, mask, &positions).unwrap();
                 assert_eq!(pooled.dims(), &[b, 64]);
                 for (i, p) in positions.iter().enumerate() {
-                    let want = full
-                        .get(i)
-                        .unwrap()
-                        .get(*p)
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap();
-                    let got = pooled.get(i).unwrap().to_vec1::<f32>().unwrap();
-                    let diff = want
-                        .iter()
-                        .zip(&got)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
+                    let want = full.get(i).unwrap().get(*p).unwrap();
+                    let diff = max_abs_diff(&pooled.get(i).unwrap(), &want);
                     assert!(
                         diff < 1e-5,
                         "{act:?} flat {flat} sequence {i} at {p}: {diff}"
@@ -813,16 +798,7 @@ mod tests {
     fn flat_layers_equal_the_tensor_layers() {
         let (b, n) = (2, 9);
         let xs = Tensor::from_vec(random(b * n * 64, 43), (b, n, 64), &Device::Cpu).unwrap();
-        let causal: Vec<f32> = (0..n * n)
-            .map(|i| {
-                if i % n > i / n {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, n, n), &Device::Cpu).unwrap();
+        let causal = causal_mask(n, DType::F32, &Device::Cpu).unwrap();
         for act in [Activation::QuickGelu, Activation::GeluPytorchTanh] {
             let (_, flat) = random_encoder(act);
             let mut tensors = flat.clone();
@@ -830,16 +806,7 @@ mod tests {
             for mask in [None, Some(&causal)] {
                 let a = flat.forward(&xs, mask).unwrap();
                 let e = tensors.forward(&xs, mask).unwrap();
-                let diff = (a - e)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&a, &e);
                 assert!(diff < 1e-5, "{act:?} mask {}: {diff}", mask.is_some());
             }
         }
@@ -852,16 +819,7 @@ mod tests {
         let (b, n, h, heads) = (2, 9, 24, 3);
         let t = |seed| Tensor::from_vec(random(b * n * h, seed), (b, n, h), &Device::Cpu).unwrap();
         let (q, k, v) = (t(11), t(12), t(13));
-        let mask: Vec<f32> = (0..n * n)
-            .map(|i| {
-                if i % n > i / n {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (1, 1, n, n), &Device::Cpu).unwrap();
+        let mask = causal_mask(n, DType::F32, &Device::Cpu).unwrap();
         // f64 goes through the generic tensor path.
         let f64s = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
         for m in [None, Some(&mask)] {

@@ -66,26 +66,27 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
-/// Upstream's CLIP config from a checkpoint's config.json: upstream has no deserialiser,
-/// so the fields are mapped by hand; what it cannot express is reported.
-fn clip_config(name: &str) -> Result<clip::ClipConfig, String> {
+/// Upstream's nearest CLIP config to a checkpoint's config.json (upstream has no
+/// deserialiser, so the fields are mapped by hand), and what it cannot express, if any:
+/// it knows only the quick GELU and a layer-norm epsilon of 1e-5.
+fn nearest_clip_config(name: &str) -> (clip::ClipConfig, Option<String>) {
     let c = config(name);
     let (t, v) = (&c["text_config"], &c["vision_config"]);
     let int = |x: &serde_json::Value, key: &str| x[key].as_u64().unwrap() as usize;
+    let mut gap = None;
     for (tower, cfg) in [("text", t), ("vision", v)] {
         let act = cfg["hidden_act"].as_str().unwrap_or("quick_gelu");
+        let eps = cfg["layer_norm_eps"].as_f64().unwrap_or(1e-5);
         if act != "quick_gelu" {
-            return Err(format!(
+            gap = Some(format!(
                 "{tower} hidden_act {act}: upstream has only quick_gelu"
             ));
-        }
-        let eps = cfg["layer_norm_eps"].as_f64().unwrap_or(1e-5);
-        if eps != 1e-5 {
-            return Err(format!("{tower} layer_norm_eps {eps}: upstream fixes 1e-5"));
+        } else if eps != 1e-5 {
+            gap = Some(format!("{tower} layer_norm_eps {eps}: upstream fixes 1e-5"));
         }
     }
     let projection_dim = int(&c, "projection_dim");
-    Ok(clip::ClipConfig {
+    let config = clip::ClipConfig {
         text_config: clip::text_model::ClipTextConfig {
             vocab_size: int(t, "vocab_size"),
             embed_dim: int(t, "hidden_size"),
@@ -110,13 +111,16 @@ fn clip_config(name: &str) -> Result<clip::ClipConfig, String> {
         },
         logit_scale_init_value: 2.6592,
         image_size: int(v, "image_size"),
-    })
+    };
+    (config, gap)
 }
 
 #[test]
 fn upstream_clip_matches_where_it_can_express_the_checkpoint() {
     let g = golden("clip-a");
-    let model = clip::ClipModel::new(weights("clip-a"), &clip_config("clip-a").unwrap()).unwrap();
+    let (cfg, gap) = nearest_clip_config("clip-a");
+    assert_eq!(gap, None, "clip-a is within what upstream expresses");
+    let model = clip::ClipModel::new(weights("clip-a"), &cfg).unwrap();
     let images = model.get_image_features(&pixels(&g)).unwrap();
     let diff = max_abs_diff(&images, &g["image_embeds"]);
     assert!(diff <= 1e-4, "clip-a images: {diff}");
@@ -128,35 +132,15 @@ fn upstream_clip_matches_where_it_can_express_the_checkpoint() {
 
 #[test]
 fn upstream_clip_cannot_express_exact_gelu_or_another_epsilon() {
-    let why = clip_config("clip-b").expect_err("clip-b needs what upstream lacks");
+    let (forced, gap) = nearest_clip_config("clip-b");
+    let why = gap.expect("clip-b needs what upstream lacks");
     assert!(
         why.contains("gelu") || why.contains("layer_norm_eps"),
         "{why}"
     );
-    // Forcing the nearest config it has (quick GELU, epsilon 1e-5) loads the weights but
-    // gives other features: the gap setr's own tower does not have (parity.rs).
+    // The nearest config it has (quick GELU, epsilon 1e-5) loads the weights but gives
+    // other features: the gap setr's own tower does not have (parity.rs).
     let g = golden("clip-b");
-    let c = config("clip-b");
-    let mut forced = clip_config("clip-a").unwrap();
-    let (t, v) = (&c["text_config"], &c["vision_config"]);
-    let int = |x: &serde_json::Value, key: &str| x[key].as_u64().unwrap() as usize;
-    let tc = &mut forced.text_config;
-    tc.vocab_size = int(t, "vocab_size");
-    tc.embed_dim = int(t, "hidden_size");
-    tc.intermediate_size = int(t, "intermediate_size");
-    tc.max_position_embeddings = int(t, "max_position_embeddings");
-    tc.num_hidden_layers = int(t, "num_hidden_layers");
-    tc.num_attention_heads = int(t, "num_attention_heads");
-    tc.projection_dim = int(&c, "projection_dim");
-    let vc = &mut forced.vision_config;
-    vc.embed_dim = int(v, "hidden_size");
-    vc.intermediate_size = int(v, "intermediate_size");
-    vc.num_hidden_layers = int(v, "num_hidden_layers");
-    vc.num_attention_heads = int(v, "num_attention_heads");
-    vc.projection_dim = int(&c, "projection_dim");
-    vc.image_size = int(v, "image_size");
-    vc.patch_size = int(v, "patch_size");
-    forced.image_size = vc.image_size;
     let model = clip::ClipModel::new(weights("clip-b"), &forced).unwrap();
     let images = model.get_image_features(&pixels(&g)).unwrap();
     let diff = max_abs_diff(&images, &g["image_embeds"]);
@@ -177,6 +161,12 @@ fn without_nulls(mut value: serde_json::Value) -> serde_json::Value {
     value
 }
 
+/// Upstream's SigLIP on a fixture, its config read with the nulls removed.
+fn upstream_siglip(name: &str) -> candle_core::Result<siglip::Model> {
+    let cfg: siglip::Config = serde_json::from_value(without_nulls(config(name))).unwrap();
+    siglip::Model::new(&cfg, weights(name))
+}
+
 #[test]
 fn upstream_siglip_matches_where_it_can_load_the_checkpoint() {
     // transformers 5 writes `"bos_token_id": null` for SigLIP; upstream wants a number.
@@ -186,8 +176,7 @@ fn upstream_siglip_matches_where_it_can_load_the_checkpoint() {
         "upstream now reads transformers 5 SigLIP configs: review"
     );
     let g = golden("siglip-a");
-    let cfg: siglip::Config = serde_json::from_value(without_nulls(config("siglip-a"))).unwrap();
-    let model = siglip::Model::new(&cfg, weights("siglip-a")).unwrap();
+    let model = upstream_siglip("siglip-a").unwrap();
     let images = model.get_image_features(&pixels(&g)).unwrap();
     let diff = max_abs_diff(&images, &g["image_embeds"]);
     assert!(diff <= 1e-4, "siglip-a images: {diff}");
@@ -201,16 +190,14 @@ fn upstream_siglip_matches_where_it_can_load_the_checkpoint() {
 fn upstream_siglip_has_no_text_projection_size_nor_padding_mask() {
     // siglip-b's text head projects 40 -> 48 (`projection_size`, as SigLIP 2 checkpoints
     // do); upstream's head is hidden -> hidden and fails on the weights' shape.
-    let cfg: siglip::Config = serde_json::from_value(without_nulls(config("siglip-b"))).unwrap();
-    match siglip::Model::new(&cfg, weights("siglip-b")) {
+    match upstream_siglip("siglip-b") {
         Ok(_) => panic!("upstream now loads a projected SigLIP text head: review"),
         Err(e) => assert!(e.to_string().contains("head"), "{e}"),
     }
     // Upstream's text tower takes no attention mask, so it cannot give transformers 5's
     // padded-text features (setr can, with `siglip_text_padding_mask`).
     let g = golden("siglip-a");
-    let cfg: siglip::Config = serde_json::from_value(without_nulls(config("siglip-a"))).unwrap();
-    let model = siglip::Model::new(&cfg, weights("siglip-a")).unwrap();
+    let model = upstream_siglip("siglip-a").unwrap();
     let ids = g["input_ids"].to_dtype(DType::U32).unwrap();
     let texts = model.get_text_features(&ids).unwrap();
     let diff = max_abs_diff(&texts, &g["text_embeds"]);
